@@ -1,0 +1,4 @@
+"""The models of each chapter, one family per file, read top to bottom like the chapter.
+
+``baselines``  PCA and K-means (chapter 1)
+"""

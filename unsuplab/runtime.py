@@ -1,0 +1,134 @@
+"""Profiles, device and seeds: the one place where a lab decides how big to run and where.
+
+Every lab and chapter takes one ``profile`` parameter:
+
+``smoke``
+    seconds on a CPU; proves the code runs (tests and CI force it).
+``cpu``
+    a few minutes on a laptop; results a student can learn from.
+``full``
+    a GPU; results close to the papers'.
+``auto``
+    ``full`` when a CUDA GPU is present, else ``cpu``.
+
+The profile is resolved in this order: the notebook's own parameter (when it is not ``auto``),
+then the environment variable ``UNSUPLAB_PROFILE``, then the hardware.
+
+    >>> rt = setup("smoke", seed=0)            # doctest: +SKIP
+    >>> n_train = rt.pick(smoke=2_000, cpu=20_000, full=60_000)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+PROFILES = ("smoke", "cpu", "full")
+PROFILE_ENV = "UNSUPLAB_PROFILE"
+
+
+def resolve_profile(profile: str | None = "auto") -> str:
+    """Return ``smoke``, ``cpu`` or ``full`` for a requested profile (``auto`` or ``None`` allowed)."""
+    requested = "auto" if profile is None else str(profile).strip().lower()
+    if requested in PROFILES:
+        return requested
+    if requested != "auto":
+        raise ValueError(
+            f"profile must be one of 'smoke', 'cpu', 'full' or 'auto', got {profile!r}: "
+            "use 'smoke' for a seconds-long check, 'cpu' for a laptop, 'full' for a GPU."
+        )
+    from_env = os.environ.get(PROFILE_ENV, "").strip().lower()
+    if from_env:
+        if from_env not in PROFILES + ("auto",):
+            raise ValueError(
+                f"environment variable {PROFILE_ENV}={from_env!r} is not a profile: "
+                "set it to 'smoke', 'cpu', 'full' or 'auto', or unset it."
+            )
+        if from_env != "auto":
+            return from_env
+    return "full" if torch.cuda.is_available() else "cpu"
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """Pick the device once: CUDA, then Apple MPS, then CPU (``prefer`` forces one, e.g. ``"cpu"``)."""
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_name(device: torch.device | str | None = None) -> str:
+    """A human-readable name of the hardware, for results files: the GPU model or the CPU."""
+    device = torch.device(device) if device is not None else get_device()
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple MPS ({platform.machine()})"
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux gives the model name here; other systems keep platform's answer
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU: {cpu} ({os.cpu_count()} cores)"
+
+
+def seed_everything(seed: int = 0, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and torch (all devices); ``deterministic`` also asks torch for
+    deterministic kernels (slower; errors on ops that have none)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA and MPS generators too
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=False)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a lab runs with: the resolved profile, the device and the seed."""
+
+    profile: str
+    device: torch.device
+    seed: int = 0
+    deterministic: bool = False
+
+    def pick(self, *, smoke: Any, cpu: Any, full: Any) -> Any:
+        """The value for this profile: ``rt.pick(smoke=1, cpu=5, full=50)``."""
+        return {"smoke": smoke, "cpu": cpu, "full": full}[self.profile]
+
+    @property
+    def device_name(self) -> str:
+        return device_name(self.device)
+
+    def __str__(self) -> str:
+        return (
+            f"profile={self.profile} device={self.device.type} ({self.device_name}) "
+            f"seed={self.seed} torch={torch.__version__}"
+        )
+
+
+def setup(profile: str | None = "auto", seed: int = 0, deterministic: bool = False,
+          device: str | None = None, verbose: bool = True) -> Runtime:
+    """Resolve the profile, pick the device, seed everything; print one line saying so."""
+    rt = Runtime(resolve_profile(profile), get_device(device), seed, deterministic)
+    seed_everything(seed, deterministic)
+    if verbose:
+        print(rt)
+    return rt
