@@ -1,0 +1,218 @@
+"""unsuplab.train: the loop learns, guards against NaN, and resumes exactly after an interruption."""
+
+import collections
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from unsuplab import train, viz
+
+
+def regression_data(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=g)
+    w = torch.tensor([[1.0, -2.0, 0.5, 0.0, 3.0]])
+    y = x @ w.T + 0.01 * torch.randn(n, 1, generator=g)
+    return TensorDataset(x, y)
+
+
+class Net(nn.Module):
+    """Small, with dropout, so that a resumed run must also replay the model's randomness."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def mse(model, batch):
+    x, y = batch
+    loss = F.mse_loss(model(x), y)
+    return loss, {"rmse": loss.detach().sqrt()}
+
+
+def loader(seed=0):
+    return DataLoader(regression_data(seed=seed), batch_size=32, shuffle=True)
+
+
+def test_fit_learns_and_keeps_a_history():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1)
+    history = train.fit(model, mse, loader(), epochs=30, lr=0.05, progress_bar=False,
+                        eval_fn=lambda m: {"weight_error": (m.weight - torch.tensor([[1.0, -2.0, 0.5, 0.0, 3.0]])).abs().max()})
+    assert len(history.steps["loss"]) == 30 * 8
+    assert len(history.epochs["loss"]) == len(history.epochs["rmse"]) == len(history.epochs["weight_error"]) == 30
+    assert history.epochs["loss"][-1] < 0.01 * history.epochs["loss"][0]
+    assert history.last("weight_error") < 0.05
+    assert history.seconds > 0
+    assert not model.training  # handed back in eval mode
+    fig = viz.plot_history(history, ["loss", "rmse"], logy=True)
+    assert len(fig.axes[0].lines) == 2
+
+
+def test_epoch_means_are_means_of_the_steps():
+    torch.manual_seed(0)
+    history = train.fit(nn.Linear(5, 1), mse, loader(), epochs=2, progress_bar=False)
+    steps = history.steps["loss"]
+    assert history.epochs["loss"][0] == pytest.approx(sum(steps[:8]) / 8)
+    assert history.epochs["loss"][1] == pytest.approx(sum(steps[8:]) / 8)
+
+
+def run_to_end(path, interrupt_at=None, checkpoint_every=3):
+    torch.manual_seed(123)
+    model = Net()
+    calls = collections.Counter()
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        if interrupt_at is not None and calls["n"] == interrupt_at:
+            raise KeyboardInterrupt  # a Colab disconnect, a Ctrl-C
+        x, y = batch
+        return F.mse_loss(model(x), y)
+
+    history = train.fit(model, loss_fn, loader(), epochs=3, lr=0.01, checkpoint=path,
+                        checkpoint_every=checkpoint_every, progress_bar=False, seed=7)
+    return model, history
+
+
+@pytest.mark.parametrize("interrupt_at", [5, 9, 17])  # inside epoch 1, at the start of epoch 2, in epoch 3
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, interrupt_at, capsys):
+    reference, reference_history = run_to_end(tmp_path / "whole.pt")
+
+    path = tmp_path / "interrupted.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run_to_end(path, interrupt_at=interrupt_at)
+    assert path.exists()
+    assert "run the same cell again to resume" in capsys.readouterr().out
+    # a fresh model, as after a restarted runtime: everything comes from the checkpoint
+    resumed, resumed_history = run_to_end(path)
+    assert "resumed from" in capsys.readouterr().out
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed_history.steps["loss"] == pytest.approx(reference_history.steps["loss"])
+    assert resumed_history.epochs["loss"] == pytest.approx(reference_history.epochs["loss"])
+
+
+def test_a_finished_run_is_not_repeated(tmp_path, capsys):
+    path = tmp_path / "done.pt"
+    model, history = run_to_end(path)
+    again, again_history = run_to_end(path)
+    assert "already finished" in capsys.readouterr().out
+    assert again_history.steps == history.steps
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_resume_false_starts_afresh(tmp_path):
+    path = tmp_path / "ck.pt"
+    run_to_end(path)
+    torch.manual_seed(0)
+    history = train.fit(Net(), mse, loader(), epochs=1, checkpoint=path, resume=False, progress_bar=False)
+    assert len(history.steps["loss"]) == 8
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    model = nn.Linear(5, 1)
+    calls = collections.Counter()
+
+    def exploding(model, batch):
+        calls["n"] += 1
+        x, y = batch
+        loss = F.mse_loss(model(x), y)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    path = tmp_path / "ck.pt"
+    with pytest.raises(train.TrainingDiverged, match=r"nan at step 4 \(epoch 1\); the last finite loss was") as err:
+        train.fit(model, exploding, loader(), epochs=2, checkpoint=path, checkpoint_every=2, progress_bar=False)
+    assert "smaller learning rate" in str(err.value) and str(path) in str(err.value)
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step was not taken
+
+
+def test_check_finite_accepts_numbers_and_rejects_inf():
+    train.check_finite(torch.tensor(1.5), step=1)
+    with pytest.raises(train.TrainingDiverged, match="inf at step 3"):
+        train.check_finite(float("inf"), step=3, what="generator loss")
+
+
+def test_loss_must_be_a_scalar():
+    with pytest.raises(TypeError, match=r"shape \(32, 1\): reduce it with .mean\(\)"):
+        train.fit(nn.Linear(5, 1), lambda m, b: (m(b[0]) - b[1]) ** 2, loader(), epochs=1, progress_bar=False)
+
+
+def test_empty_data_is_reported():
+    empty = DataLoader(TensorDataset(torch.zeros(0, 5), torch.zeros(0, 1)), batch_size=4)
+    with pytest.raises(ValueError, match="yielded no batches"):
+        train.fit(nn.Linear(5, 1), mse, empty, epochs=1, progress_bar=False)
+
+
+def test_bad_arguments_are_explained():
+    with pytest.raises(ValueError, match="epochs must be a whole number >= 1, got 0"):
+        train.fit(nn.Linear(5, 1), mse, loader(), epochs=0)
+    with pytest.raises(ValueError, match="max_steps"):
+        train.fit(nn.Linear(5, 1), mse, loader(), epochs=1, max_steps=0)
+
+
+def test_max_steps_and_clipping():
+    history = train.fit(nn.Linear(5, 1), mse, loader(), epochs=10, max_steps=5, clip_grad_norm=0.5,
+                        progress_bar=False)
+    assert len(history.steps["loss"]) == 5
+    assert len(history.steps["grad_norm"]) == 5 and history.steps["grad_norm"][0] > 0.5  # norm before clipping
+
+
+def test_scheduler_steps_once_per_epoch():
+    model = nn.Linear(5, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    train.fit(model, mse, loader(), epochs=3, optimizer=opt, scheduler=sched, progress_bar=False)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    path = tmp_path / "ck.pt"
+    train.fit(nn.Linear(5, 1), mse, loader(), epochs=1, checkpoint=path, progress_bar=False)
+    with pytest.raises(RuntimeError, match="(?s)does not fit this model .*delete it to start afresh"):
+        train.fit(Net(), mse, loader(), epochs=2, checkpoint=path, progress_bar=False)
+
+
+def test_truncated_checkpoint_is_reported(tmp_path):
+    path = tmp_path / "ck.pt"
+    train.save_checkpoint(path, model=nn.Linear(5, 1), step=3)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(RuntimeError, match="cannot be read .*truncated: delete it"):
+        train.load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+        train.load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_save_and_load_checkpoint_round_trip(tmp_path):
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    opt = torch.optim.Adam(a.parameters())
+    train.save_checkpoint(tmp_path / "x" / "ck.pt", model=a, optimizer=opt, step=12)
+    assert not (tmp_path / "x" / "ck.pt.tmp").exists()
+    state = train.load_checkpoint(tmp_path / "x" / "ck.pt", model=b)
+    assert state["step"] == 12
+    torch.testing.assert_close(a.weight, b.weight)
+    with pytest.raises(KeyError, match="has no 'scheduler'"):
+        train.load_checkpoint(tmp_path / "x" / "ck.pt", scheduler=opt)
+
+
+def test_to_device_walks_nested_batches():
+    Pair = collections.namedtuple("Pair", "x y")
+    batch = {"a": [torch.ones(2), (torch.zeros(1), 3)], "b": Pair(torch.ones(1), "text")}
+    moved = train.to_device(batch, "cpu")
+    assert isinstance(moved["b"], Pair) and moved["b"].y == "text"
+    assert moved["a"][1][1] == 3 and torch.equal(moved["a"][0], torch.ones(2))
+
+
+def test_amp_is_off_on_the_cpu():
+    assert train.amp_dtype(torch.device("cpu")) is None
+
+
+def test_progress_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("UNSUPLAB_PROGRESS", "0")
+    assert train.progress(range(3)).disable

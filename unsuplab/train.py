@@ -1,0 +1,397 @@
+"""A short, explicit training loop for the chapters whose loop is not the lesson.
+
+Where a chapter *teaches* the loop (contrastive divergence, the GAN's alternating updates), the lab
+writes it out. Everywhere else :func:`fit` runs it, with what a long run on a laptop or on Colab
+needs and a student should not have to rewrite each time:
+
+* a progress bar that works in a terminal and in a notebook (``UNSUPLAB_PROGRESS=0`` turns it off);
+* mixed precision on CUDA (bfloat16 where the GPU has it, else float16 with a gradient scaler);
+* optional gradient clipping by global norm;
+* a guard that stops at the first NaN or infinite loss with a message that says what to try;
+* periodic checkpoints written atomically, and **resume**: call :func:`fit` again with the same
+  ``checkpoint`` after an interruption (a Colab disconnect, a Ctrl-C) and it continues from the last
+  checkpoint, at the same step, with the same data order, to the same result;
+* a :class:`History` of per-step and per-epoch numbers for ``unsuplab.viz.plot_history``.
+
+The model's loss is a function the chapter writes::
+
+    def loss_fn(model, batch):
+        x, _ = batch                      # (B, 1, 28, 28); labels unused
+        x_hat = model(x)
+        return F.binary_cross_entropy(x_hat, x)   # or (loss, {"bce": ..., "kl": ...})
+
+    history = fit(model, loss_fn, loader, epochs=10, lr=1e-3, checkpoint="checkpoints/ae.pt")
+    viz.plot_history(history, title="Reconstruction loss per epoch")
+
+Custom loops (a GAN's) reuse the parts: :func:`check_finite`, :func:`save_checkpoint`,
+:func:`load_checkpoint` and :func:`progress`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["fit", "History", "TrainingDiverged", "check_finite", "save_checkpoint", "load_checkpoint",
+           "to_device", "progress", "amp_dtype"]
+
+PROGRESS_ENV = "UNSUPLAB_PROGRESS"
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite: training stopped instead of continuing on garbage."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Small parts, also used by the chapters' own loops
+# ----------------------------------------------------------------------------------------------
+
+def progress(iterable: Iterable | None = None, **kwargs):
+    """``tqdm.auto.tqdm`` (a widget in notebooks, text in a terminal), off when ``UNSUPLAB_PROGRESS=0``."""
+    from tqdm.auto import tqdm
+
+    disable = os.environ.get(PROGRESS_ENV, "1").strip().lower() in ("0", "false", "no", "off")
+    return tqdm(iterable, disable=disable or kwargs.pop("disable", False), **kwargs)
+
+
+def to_device(batch: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
+    """Move every tensor inside ``batch`` (a tensor, or tuples, lists and dicts of them) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=non_blocking)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: to_device(v, device, non_blocking) for k, v in batch.items()})
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
+        return type(batch)(*(to_device(v, device, non_blocking) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device, non_blocking) for v in batch)
+    return batch
+
+
+def check_finite(loss: torch.Tensor | float, *, step: int, epoch: int | None = None,
+                 last_good: float | None = None, checkpoint: str | Path | None = None,
+                 what: str = "loss") -> None:
+    """Raise :class:`TrainingDiverged` if ``loss`` is NaN or infinite, saying where and what to try."""
+    value = float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else float(loss)
+    if math.isfinite(value):
+        return
+    where = f"step {step}" + (f" (epoch {epoch})" if epoch is not None else "")
+    before = f"; the last finite {what} was {last_good:.6g}" if last_good is not None else ""
+    kept = (f" The last checkpoint, {checkpoint}, holds the model from before this step; "
+            "fix the cause, then delete it to start afresh or keep it to resume."
+            if checkpoint is not None and Path(checkpoint).exists() else "")
+    raise TrainingDiverged(
+        f"the {what} is {value} at {where}{before}: training diverged, so it stopped here rather than "
+        "continue on NaN weights. Try a smaller learning rate, gradient clipping (clip_grad_norm=1.0), "
+        "or check the data and the loss for log(0) or division by zero." + kept
+    )
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype used on ``device``: bfloat16 on CUDA GPUs that support it, else float16;
+    ``None`` (full float32) off CUDA, where mixed precision brings little."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, **state: Any) -> Path:
+    """``torch.save(state, path)`` atomically: written to a temporary file, then renamed, so an
+    interruption during the write leaves the previous checkpoint intact. Modules, optimizers,
+    schedulers and scalers are stored by their ``state_dict()``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = {k: (v.state_dict() if hasattr(v, "state_dict") and hasattr(v, "load_state_dict") else v)
+             for k, v in state.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(plain, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu", **objects: Any) -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`. For each keyword ``name=obj`` whose
+    ``obj`` has ``load_state_dict`` (a module, an optimizer...), ``obj.load_state_dict(state[name])``
+    is called. Returns the whole state dict. A damaged file gives an error that says to delete it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: train first, or check the path.")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise RuntimeError(f"the checkpoint {path} cannot be read ({type(error).__name__}: {error}); "
+                           "it is probably truncated: delete it to train from the start.") from error
+    for name, obj in objects.items():
+        if name not in state:
+            raise KeyError(f"the checkpoint {path} has no {name!r} (it has {sorted(state)}): was it written "
+                           "by another model or another version of this notebook? Delete it to start afresh.")
+        try:
+            obj.load_state_dict(state[name])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise RuntimeError(f"the checkpoint {path} does not fit this {name} ({error}): it was probably "
+                               "written for another architecture or settings; delete it to start afresh.") from error
+    return state
+
+
+# ----------------------------------------------------------------------------------------------
+# History
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class History:
+    """What :func:`fit` measured: ``steps`` (one entry per optimisation step) and ``epochs`` (the
+    mean of each step quantity over the epoch, plus what ``eval_fn`` returned), as dicts of lists.
+
+    ``history.epochs["loss"]`` is the mean training loss of each epoch; ``history.last("loss")``
+    the last epoch's; ``plot_history(history)`` draws the epoch curves.
+    """
+
+    steps: dict[str, list[float]] = field(default_factory=dict)
+    epochs: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0  # training time, summed over resumed runs
+
+    def log_step(self, values: Mapping[str, float]) -> None:
+        for key, value in values.items():
+            self.steps.setdefault(key, []).append(float(value))
+
+    def log_epoch(self, values: Mapping[str, float]) -> None:
+        n = len(next(iter(self.epochs.values()), []))
+        for key, value in values.items():
+            column = self.epochs.setdefault(key, [None] * n)  # a key first seen late gets gaps before it
+            column.append(None if value is None else float(value))
+        for key, column in self.epochs.items():  # a key missing this epoch gets a gap
+            if len(column) == n:
+                column.append(None)
+
+    def last(self, key: str) -> float:
+        """The last epoch's value of ``key``."""
+        if key not in self.epochs or not self.epochs[key]:
+            raise KeyError(f"no epoch value {key!r} yet: the history has {sorted(self.epochs)}.")
+        return self.epochs[key][-1]
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "epochs": self.epochs, "seconds": self.seconds}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.steps = {k: list(v) for k, v in state["steps"].items()}
+        self.epochs = {k: list(v) for k, v in state["epochs"].items()}
+        self.seconds = float(state.get("seconds", 0.0))
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------
+
+def _split_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """``loss`` or ``(loss, {"name": value, ...})`` -> the loss tensor and the numbers to log."""
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], Mapping):
+        loss, extra = out
+    else:
+        loss, extra = out, {}
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+        raise TypeError(
+            "loss_fn(model, batch) must return a scalar tensor, or (scalar tensor, dict of numbers); got "
+            + (f"a tensor of shape {tuple(loss.shape)}: reduce it with .mean() or .sum()"
+               if isinstance(loss, torch.Tensor) else type(loss).__name__) + "."
+        )
+    logged = {"loss": loss.detach()}
+    for name, value in extra.items():
+        logged[name] = value.detach() if isinstance(value, torch.Tensor) else value
+    return loss, logged
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    # the data order of an epoch depends only on (seed, epoch), so a resumed epoch replays it exactly
+    return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
+
+
+def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterable, *,
+        epochs: int, optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
+        scheduler: Any = None, device: torch.device | str | None = None,
+        amp: bool | None = None, clip_grad_norm: float | None = None,
+        checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
+        resume: bool = True, eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
+        max_steps: int | None = None, seed: int = 0, progress_bar: bool = True,
+        desc: str | None = None) -> History:
+    """Train ``model`` by minimising ``loss_fn(model, batch)`` over ``epochs`` passes of ``data``.
+
+    Parameters
+    ----------
+    model : the network; moved to ``device`` (default: the device of its parameters).
+    loss_fn : ``loss_fn(model, batch) -> loss`` or ``(loss, {"name": value})``; the batch arrives
+        on ``device``. Extra values are logged per step and averaged per epoch.
+    data : an iterable of batches, usually a ``DataLoader``; iterated once per epoch.
+    optimizer : default ``torch.optim.Adam(model.parameters(), lr=lr)``.
+    scheduler : stepped once per epoch (``scheduler.step()``), after ``eval_fn``.
+    amp : mixed precision; default on for CUDA (bfloat16 if supported, else float16 with a scaler).
+    clip_grad_norm : clip the global gradient norm to this value (logged as ``grad_norm``).
+    checkpoint : a file path; the state is saved there at the end of every epoch, every
+        ``checkpoint_every`` steps if given, and when training is interrupted by an exception.
+        With ``resume`` (default) an existing checkpoint is loaded first and training continues
+        from it; a finished run is not repeated (the saved history is returned at once).
+    eval_fn : ``eval_fn(model) -> {"name": value}``, called in ``eval`` mode without gradients at the
+        end of every epoch; its values go into ``history.epochs``.
+    max_steps : stop after this many optimisation steps in total (a time budget for smoke runs).
+    seed : fixes the data order of each epoch, so a resumed run sees the same batches.
+
+    Returns the :class:`History`. Raises :class:`TrainingDiverged` at the first non-finite loss.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}.")
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+        raise ValueError(f"max_steps must be a whole number >= 1 or None, got {max_steps!r}.")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be a whole number of steps >= 1 or None, got {checkpoint_every!r}.")
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    model.to(device)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    use_amp = (device.type == "cuda") if amp is None else bool(amp and device.type == "cuda")
+    dtype = amp_dtype(device) if use_amp else None
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    history = History()
+
+    epoch, batch_in_epoch, step = 0, 0, 0
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and resume and checkpoint.exists():
+        state = load_checkpoint(checkpoint, map_location=device, model=model, optimizer=optimizer,
+                                history=history)
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
+        partial = state.get("epoch_sums") or ({}, 0)
+        print(f"resumed from {checkpoint}: epoch {epoch + 1} of {epochs}, step {step}"
+              + (" (already finished)" if epoch >= epochs or (max_steps and step >= max_steps) else ""))
+        resumed_rng = state["rng"]
+    else:
+        resumed_rng, partial = None, ({}, 0)
+    sums: dict[str, float] = dict(partial[0])
+    count = int(partial[1])
+
+    def save(at_epoch: int, at_batch: int) -> None:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model=model, optimizer=optimizer, history=history,
+                            scheduler=scheduler, scaler=scaler, epoch=at_epoch, batch_in_epoch=at_batch,
+                            step=step, rng=_rng_state(), epoch_sums=(dict(sums), count) if at_batch else None)
+
+    try:
+        n_batches = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        n_batches = None
+    total = None if n_batches is None else n_batches * epochs
+    if max_steps is not None and total is not None:
+        total = min(total, max_steps)
+    bar = progress(total=total, initial=min(step, total or step), desc=desc or type(model).__name__,
+                   disable=not progress_bar, leave=True)
+    last_good: float | None = None
+    started = time.perf_counter()
+    done = max_steps is not None and step >= max_steps
+    try:
+        while epoch < epochs and not done:
+            model.train()
+            if resumed_rng is not None and batch_in_epoch == 0:  # resumed between two epochs
+                _set_rng_state(resumed_rng)
+                resumed_rng = None
+            # the epoch's data order is a function of (seed, epoch): replayable after a resume
+            torch.manual_seed(_epoch_seed(seed, epoch))
+            batches = iter(data)
+            if batch_in_epoch:
+                batches = itertools.islice(batches, batch_in_epoch, None)
+            if resumed_rng is not None:  # resumed inside an epoch: randomness continues where it stopped
+                next_batch = next(batches, None)  # draws the epoch's shuffle first, as the first run did
+                _set_rng_state(resumed_rng)
+                resumed_rng = None
+                batches = itertools.chain([] if next_batch is None else [next_batch], batches)
+            for batch in batches:
+                batch = to_device(batch, device, non_blocking=device.type == "cuda")
+                with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
+                    loss, logged = _split_loss(loss_fn(model, batch))
+                check_finite(loss, step=step + 1, epoch=epoch + 1, last_good=last_good, checkpoint=checkpoint)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if clip_grad_norm is not None:
+                    scaler.unscale_(optimizer)
+                    logged["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                batch_in_epoch += 1
+                values = {k: float(v) for k, v in logged.items()}
+                last_good = values["loss"]
+                history.log_step(values)
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{last_good:.4g}", refresh=False)
+                if checkpoint_every is not None and step % checkpoint_every == 0:
+                    save(epoch, batch_in_epoch)
+                if max_steps is not None and step >= max_steps:
+                    done = True
+                    break
+            if count == 0 and batch_in_epoch == 0:
+                raise ValueError("data yielded no batches: check the DataLoader (an empty dataset, or "
+                                 "drop_last=True with fewer examples than batch_size).")
+            epoch_values = {k: v / max(count, 1) for k, v in sums.items()}
+            if eval_fn is not None:
+                model.eval()
+                with torch.no_grad():
+                    evaluated = dict(eval_fn(model))
+                model.train()
+                for k, v in evaluated.items():
+                    check_finite(v, step=step, epoch=epoch + 1, checkpoint=checkpoint, what=f"evaluation {k!r}")
+                epoch_values.update({k: float(v) for k, v in evaluated.items()})
+            history.log_epoch(epoch_values)
+            if scheduler is not None:
+                scheduler.step()
+            epoch += 1
+            batch_in_epoch = 0
+            sums, count = {}, 0
+            history.seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            save(epoch, 0)
+    except TrainingDiverged:
+        bar.close()
+        raise
+    except BaseException:  # an interruption (KeyboardInterrupt, a lost runtime) keeps what was done
+        history.seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        save(epoch, batch_in_epoch)
+        bar.close()
+        if checkpoint is not None:
+            print(f"interrupted at epoch {epoch + 1}, step {step}: the state is saved in {checkpoint}; "
+                  "run the same cell again to resume.")
+        raise
+    bar.close()
+    model.eval()
+    return history
