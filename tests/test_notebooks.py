@@ -1,0 +1,92 @@
+"""Every solution runs end to end in the smoke profile; every lab stops at its first exercise stub;
+the labs are up to date; nbval checks the committed outputs that must not drift."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from unsuplab import bench, labs
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+LABS = sorted((ROOT / "labs").glob("*.ipynb"))
+COURSE_ORDER = ["01_baselines", "02_sparse_coding", "03_rbm_dbn", "04_autoencoders", "05_vae", "06_gan",
+                "07_self_supervised", "08_word2vec", "08_bert", "09_unsupervised_translation"]
+
+# What a smoke run of each solution must at least record (smoke sizes are small, so the bars are low
+# but still fail on a broken pipeline: chance is 10% for MNIST's ten classes).
+SMOKE_EXPECTATIONS = {
+    "01_baselines": {"knn_acc_raw": 0.80, "linear_acc_raw": 0.75, "knn_acc_pca50": 0.80, "linear_acc_kmeans": 0.70,
+                     "kmeans10_cluster_accuracy": 0.35, "kmeans10_nmi": 0.25},
+}
+
+pytestmark = pytest.mark.notebook
+
+
+def test_there_are_notebooks_in_course_order():
+    stems = [p.stem for p in SOLUTIONS]
+    assert stems, "no solution notebooks found"
+    assert all(s in COURSE_ORDER for s in stems), f"unexpected notebook names {stems}; expected {COURSE_ORDER}"
+    assert [p.stem for p in LABS] == stems
+
+
+def test_labs_are_generated_from_solutions():
+    problems = labs.check(ROOT)
+    assert problems == [], "\n".join(problems) + "\nrun `python -m unsuplab.labs build`"
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_solution_runs_in_smoke_profile(solution, tmp_path):
+    result = bench.run(solution, "smoke", results_dir=tmp_path, output_notebook=tmp_path / solution.name)
+    assert result["profile"] == "smoke" and result["wall_seconds"] > 0
+    written = json.loads((tmp_path / f"{solution.stem}-smoke.json").read_text())
+    assert written["metrics"] == result["metrics"]
+    for name, floor in SMOKE_EXPECTATIONS.get(solution.stem, {}).items():
+        assert name in result["metrics"], f"{solution.stem} did not record {name}"
+        assert result["metrics"][name] >= floor, f"{solution.stem}: {name} = {result['metrics'][name]} < {floor}"
+    # every self-check in the solution passed
+    executed = nbformat.read(tmp_path / solution.name, as_version=4)
+    text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "✗" not in text
+    assert text.count("✓") >= 1
+
+
+def first_stub_message(lab_path):
+    nb = nbformat.read(lab_path, as_version=4)
+    for cell in nb.cells:
+        m = re.search(r'raise NotImplementedError\("(.*)"\)', cell.source) if cell.cell_type == "code" else None
+        if m:
+            return m.group(1)
+    return None
+
+
+@pytest.mark.parametrize("lab", LABS, ids=lambda p: p.stem)
+def test_lab_stops_at_its_first_stub(lab, tmp_path):
+    stub = first_stub_message(lab)
+    assert stub and stub.startswith("TODO"), f"{lab.name} has no exercise stub"
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        papermill.execute_notebook(str(lab), str(tmp_path / lab.name), parameters={"profile": "smoke"},
+                                   cwd=str(lab.parent), progress_bar=False, kernel_name="python3")
+    assert err.value.ename == "NotImplementedError", f"{lab.name} failed with {err.value.ename}: {err.value.evalue}"
+    assert err.value.evalue == stub
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_committed_outputs_do_not_drift(solution):
+    nb = nbformat.read(solution, as_version=4)
+    checked = [c for c in nb.cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    assert checked, f"{solution.name} marks no cell with # NBVAL_CHECK_OUTPUT"
+    assert all(c.outputs for c in checked), (
+        f"{solution.name} has checked cells without stored outputs: run "
+        f"`python -m unsuplab.bench run {solution.relative_to(ROOT)} --profile full --save-outputs`")
+    env = {**os.environ, "UNSUPLAB_PROFILE": "smoke", "UNSUPLAB_PROGRESS": "0"}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
+                           str(solution)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-2000:]
