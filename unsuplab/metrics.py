@@ -440,8 +440,8 @@ def mutual_information_matrix(codes: Any, factors: Any, *, n_bins: int = 20) -> 
 
 
 def mig(codes: Any, factors: Any, *, n_bins: int = 20, per_factor: bool = False):
-    """Mutual information gap (Chen et al. 2018, eq. 6): for each known factor v_k, the gap between
-    the two code dimensions that know most about it, divided by its entropy,
+    """Mutual information gap (Chen et al. 2018; eq. 5.8 of the book): for each known factor v_k,
+    the gap between the two code dimensions that know most about it, divided by its entropy,
 
         MIG = 1/K sum_k (I(z_j(1); v_k) - I(z_j(2); v_k)) / H(v_k),
 

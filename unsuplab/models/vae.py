@@ -15,20 +15,21 @@ Equations, numbered as in ``book/05_vae.md``
 A latent variable ``z`` with prior ``p(z) = N(0, I)``, a decoder ``p_theta(x | z)`` and an encoder
 ``q_phi(z | x) = N(mu(x), diag(exp(logvar(x))))``:
 
-* (5.1) ``log p(x) = ELBO(x) + KL(q(z|x) || p(z|x))``, so ``ELBO(x) <= log p(x)``.
-* (5.2) ``ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z))``: reconstruction minus KL.
-* (5.3) Bernoulli decoder: ``log p(x|z) = sum_d x_d log pi_d + (1 - x_d) log(1 - pi_d)`` with
+* (5.1) Bernoulli decoder: ``log p(x|z) = sum_d x_d log pi_d + (1 - x_d) log(1 - pi_d)`` with
   ``pi = sigmoid(logits(z))``.
+* (5.2) ``log p(x) = ELBO(x) + KL(q(z|x) || p(z|x))``, so ``ELBO(x) <= log p(x)``.
+* (5.3) ``ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z))``: reconstruction minus KL.
 * (5.4) Reparameterisation: ``z = mu + sigma * eps``, ``sigma = exp(logvar / 2)``, ``eps ~ N(0, I)``.
 * (5.5) Closed-form KL: ``KL(N(mu, sigma^2) || N(0, I)) = 1/2 sum_j (mu_j^2 + sigma_j^2 - log sigma_j^2 - 1)``.
-* (5.6) beta-VAE objective: ``-E_q[log p(x|z)] + beta * KL``; beta = 1 is the VAE.
-* (5.7) Importance-weighted bound: ``L_K(x) = E[log (1/K) sum_k w_k]`` with
+* (5.6) Importance-weighted bound: ``L_K(x) = E[log (1/K) sum_k w_k]`` with
   ``w_k = p(x|z_k) p(z_k) / q(z_k|x)``, ``z_k ~ q(z|x)``; ``L_1 = ELBO <= L_K <= log p(x)``, and
   ``L_K -> log p(x)`` as K grows.
-* (5.8) Vector quantisation: ``k* = argmin_k ||z_e - e_k||``, ``z_q = e_{k*}``; the straight-through
+* (5.7) beta-VAE objective: ``-E_q[log p(x|z)] + beta * KL``; beta = 1 is the VAE.
+* (5.8) The mutual information gap (MIG), in ``unsuplab.metrics.mig``.
+* (5.9) Vector quantisation: ``k* = argmin_k ||z_e - e_k||``, ``z_q = e_{k*}``; the straight-through
   gradient copies ``dL/dz_q`` to ``z_e``.
-* (5.9) VQ-VAE loss: ``-log p(x|z_q) + ||sg[z_e] - e||^2 + beta_c ||z_e - sg[e]||^2``.
-* (5.10) Codebook perplexity: ``exp(-sum_k p_k log p_k)`` with ``p_k`` the frequency of code k.
+* (5.10) VQ-VAE loss: ``-log p(x|z_q) + ||sg[z_e] - e||^2 + beta_c ||z_e - sg[e]||^2``.
+* (5.11) Codebook perplexity: ``exp(-sum_k p_k log p_k)`` with ``p_k`` the frequency of code k.
 
 Use
 ---
@@ -95,7 +96,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
 
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log p(x | z) of a Bernoulli decoder (eq. 5.3), summed over the last dimension (the pixels).
+    """log p(x | z) of a Bernoulli decoder (eq. 5.1), summed over the last dimension (the pixels).
 
     ``logits`` (..., D) are the decoder's outputs before the sigmoid; ``x`` (..., D) holds 0s and 1s
     (grey levels also work: it is then the negative binary cross-entropy) and is broadcast against
@@ -152,10 +153,10 @@ class VAE(nn.Module):
 
     ``image_shape`` (C, H, W) of the data (MNIST: (1, 28, 28)); ``hidden`` the widths of the
     encoder's hidden layers (the decoder mirrors them); ``z_dim`` the size of z; ``beta`` the weight
-    of the KL term in :meth:`loss` (eq. 5.6; 1 is the plain VAE, larger values a beta-VAE).
+    of the KL term in :meth:`loss` (eq. 5.7; 1 is the plain VAE, larger values a beta-VAE).
 
     ``encode`` gives (mu, logvar) of q(z|x), ``decode`` the logits of p(x|z), ``elbo`` the two terms
-    of eq. 5.2 per example, ``loss`` the mean negative (beta-)ELBO that training minimises, ``sample``
+    of eq. 5.3 per example, ``loss`` the mean negative (beta-)ELBO that training minimises, ``sample``
     new images from the prior.
     """
 
@@ -192,11 +193,11 @@ class VAE(nn.Module):
         return self.decoder(z)
 
     def log_px_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """log p(x|z) (eq. 5.3) for x (B, ...) and z (B, Z) or (K, B, Z): (B,) or (K, B)."""
+        """log p(x|z) (eq. 5.1) for x (B, ...) and z (B, Z) or (K, B, Z): (B,) or (K, B)."""
         return bernoulli_log_likelihood(self.decode(z), x.reshape(len(x), -1))
 
     def elbo(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The terms of eq. 5.2 for each example, with one reparameterised sample (eq. 5.4):
+        """The terms of eq. 5.3 for each example, with one reparameterised sample (eq. 5.4):
         ``reconstruction`` = log p(x|z) (B,), ``kl`` = KL(q(z|x) || p(z)) (B,), ``elbo`` their difference."""
         mu, logvar = self.encode(x)                     # (B, Z) each
         z = reparameterize(mu, logvar)                  # (B, Z)
@@ -205,7 +206,7 @@ class VAE(nn.Module):
         return {"reconstruction": reconstruction, "kl": kl, "elbo": reconstruction - kl}
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The batch mean of -reconstruction + beta * KL (eq. 5.6), and the numbers to log (nats per
+        """The batch mean of -reconstruction + beta * KL (eq. 5.7), and the numbers to log (nats per
         image): ``neg_elbo`` (the beta = 1 value, comparable across beta), ``reconstruction``, ``kl``."""
         terms = self.elbo(x)
         loss = (-terms["reconstruction"] + self.beta * terms["kl"]).mean()
@@ -242,7 +243,7 @@ class LinearGaussian(nn.Module):
     posterior is Gaussian too: ``p(z|x) = N(M^-1 W^T (x - b), s^2 M^-1)`` with ``M = W^T W + s^2 I``.
     :meth:`encode` returns that posterior, or, with ``posterior_noise > 0``, a deliberately wrong one
     (mean shifted, variance scaled), so that the ELBO is strictly below log p(x) and the
-    importance-weighted bound (eq. 5.7) has a gap to close. It has the interface that
+    importance-weighted bound (eq. 5.6) has a gap to close. It has the interface that
     :func:`log_importance_weights` uses: ``encode(x)`` and ``log_px_given_z(x, z)``.
     """
 
@@ -303,7 +304,7 @@ def log_importance_weights(model: nn.Module, x: torch.Tensor, n_samples: int, *,
 
 
 def iwae_bound(log_w: torch.Tensor, k: int | None = None) -> torch.Tensor:
-    """The k-sample bound of eq. 5.7 for each example, from log-weights (B, K): (B,).
+    """The k-sample bound of eq. 5.6 for each example, from log-weights (B, K): (B,).
 
     With ``k`` = K (default) it is log (1/K) sum_k w_k, the best estimate of log p(x) these samples
     give. With a smaller ``k`` the K samples are split into K // k groups of k, and the k-sample bound
@@ -325,7 +326,7 @@ def log_likelihood(model: nn.Module, x: torch.Tensor, n_samples: int = 1000, *, 
                    chunk_size: int = 250) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) in nats for each example of x (N, ...): (N,), on CPU.
 
-    The K-sample bound (eq. 5.7) with K = ``n_samples``: a lower bound in expectation that tightens as K
+    The K-sample bound (eq. 5.6) with K = ``n_samples``: a lower bound in expectation that tightens as K
     grows (Burda et al. 2016 use K = 5000). Binarise test images once, with a fixed seed, before
     calling it, so that every model is scored on the same binary digits."""
     model.eval()
@@ -352,11 +353,11 @@ def active_units(mu: torch.Tensor, threshold: float = 1e-2) -> int:
 # ----------------------------------------------------------------------------------------------
 
 class VectorQuantizer(nn.Module):
-    """A codebook of ``n_codes`` vectors e_k of size ``code_dim``, and the quantisation of eq. 5.8.
+    """A codebook of ``n_codes`` vectors e_k of size ``code_dim``, and the quantisation of eq. 5.9.
 
     ``forward(z_e)`` takes encoder outputs (B, D, H, W) and returns ``z_q`` (B, D, H, W), the nearest
     codes with a straight-through gradient (their value is e_{k*}, their gradient flows to z_e as if
-    quantisation were the identity), the code indices (B, H, W), and the two extra terms of eq. 5.9
+    quantisation were the identity), the code indices (B, H, W), and the two extra terms of eq. 5.10
     per image (B,): the codebook loss ||sg[z_e] - e||^2 (moves the codes) and the commitment loss
     ||z_e - sg[e]||^2 (keeps the encoder near its codes; weighted by ``commitment`` in
     :meth:`VQVAE.loss`). Both are summed over the code vector and the H x W positions.
@@ -376,7 +377,7 @@ class VectorQuantizer(nn.Module):
         return self.codebook.shape[0]
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
-        """The index of the nearest code (eq. 5.8) for each row of flat (M, D): (M,)."""
+        """The index of the nearest code (eq. 5.9) for each row of flat (M, D): (M,)."""
         e = self.codebook                                                   # (K, D)
         d2 = flat.pow(2).sum(1, keepdim=True) - 2.0 * flat @ e.T + e.pow(2).sum(1)   # (M, K)
         return d2.argmin(dim=1)
@@ -398,7 +399,7 @@ class VectorQuantizer(nn.Module):
 
 
 def codebook_perplexity(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
-    """exp(entropy) of the code frequencies (eq. 5.10): 1 when one code is used for everything,
+    """exp(entropy) of the code frequencies (eq. 5.11): 1 when one code is used for everything,
     ``n_codes`` when all are used equally often. ``codes``: integer indices of any shape."""
     p = torch.bincount(codes.reshape(-1), minlength=n_codes).float()
     p = p / p.sum()
@@ -431,9 +432,9 @@ class VQVAE(nn.Module):
         )
         self.quantizer = VectorQuantizer(n_codes, code_dim)
         self.decoder = nn.Sequential(
-            nn.Conv2d(code_dim, channels, 3, padding=1), nn.ReLU(),                    # (B, D, H/4, W/4) -> (B, c, ...)
-            nn.ConvTranspose2d(channels, half, 4, stride=2, padding=1), nn.ReLU(),     # -> (B, c/2, H/2, W/2)
-            nn.ConvTranspose2d(half, c, 4, stride=2, padding=1),                       # -> (B, C, H, W) logits
+            nn.Conv2d(code_dim, channels, 3, padding=1), nn.ReLU(),                 # (B, D, H/4, W/4) -> (B, c, ..)
+            nn.ConvTranspose2d(channels, half, 4, stride=2, padding=1), nn.ReLU(),  # -> (B, c/2, H/2, W/2)
+            nn.ConvTranspose2d(half, c, 4, stride=2, padding=1),                    # -> (B, C, H, W) logits
         )
 
     def forward(self, x: torch.Tensor):
@@ -445,7 +446,7 @@ class VQVAE(nn.Module):
         return self.decoder(z_q), codes, codebook_loss, commitment_loss
 
     def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The batch mean of eq. 5.9, and the numbers to log: ``reconstruction`` (-log p(x|z_q), nats per
+        """The batch mean of eq. 5.10, and the numbers to log: ``reconstruction`` (-log p(x|z_q), nats per
         image), ``codebook``, ``commitment`` and the batch's code ``perplexity``."""
         logits, codes, codebook_loss, commitment_loss = self(x)
         reconstruction = -bernoulli_log_likelihood(logits.flatten(1), x.reshape(len(x), -1))   # (B,)
