@@ -36,7 +36,7 @@ Use
 ::
 
     vae = VAE()                                       # MNIST: image_shape (1, 28, 28), z_dim 32
-    history = train(vae, x_train, epochs=10, x_val=x_test[:2000], device=rt.device)
+    history = train(vae, x_train, epochs=10, x_val=binarize(x_test[:2000]), device=rt.device)
     images = vae.sample(64)                           # (64, 1, 28, 28) Bernoulli means in [0, 1]
     log_px = log_likelihood(vae, binarize(x_test[:500]), n_samples=1000)   # (500,) nats
 
@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
