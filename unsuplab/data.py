@@ -882,8 +882,8 @@ def render_sprites(factors, size: int = 64, *, chunk: int = 2048) -> torch.Tenso
     Columns follow :data:`SPRITE_FACTORS` (shape, scale, orientation, x, y), each an integer index
     below :data:`SPRITE_FACTOR_SIZES`. A pixel is on when its centre, moved into the shape's own frame
     (shifted to the shape's centre, rotated back by its orientation, divided by its scale), falls inside
-    the shape: the square max(|u|, |v|) <= 0.8, the ellipse u^2 + (v / 0.5)^2 <= 1, the heart
-    (X^2 + Y^2 - 1)^3 <= X^2 Y^3. Images are rendered ``chunk`` at a time.
+    the shape: the square ``max(|u|, |v|) <= 0.8``, the ellipse ``u^2 + (v / 0.5)^2 <= 1``, the heart
+    ``(X^2 + Y^2 - 1)^3 <= X^2 Y^3``. Images are rendered ``chunk`` at a time.
     """
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
         raise ValueError(f"size must be a whole number of pixels >= 8 (dSprites uses 64), got {size!r}.")
