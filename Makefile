@@ -40,7 +40,7 @@ browser:
 	  fi; }
 
 test: $(STAMP) browser
-	UNSUPLAB_PROFILE=$${UNSUPLAB_PROFILE:-smoke} UNSUPLAB_PROGRESS=0 MPLBACKEND=Agg $(PY) -m pytest
+	UNSUPLAB_PROFILE=$${UNSUPLAB_PROFILE:-smoke} UNSUPLAB_PROGRESS=0 $(PY) -m pytest
 
 labs: $(STAMP)
 	$(PY) -m unsuplab.labs build

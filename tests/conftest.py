@@ -8,7 +8,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import pytest
+
+# The test process draws off-screen; the notebooks and the book's kernels must NOT inherit an Agg
+# backend (a kernel with MPLBACKEND=Agg shows no figures, and the book would be built without them).
+matplotlib.use("Agg")
+os.environ.pop("MPLBACKEND", None)
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK_OUT = ROOT / "_build" / "smoke"  # kept between runs, so an unchanged chapter is not executed again
@@ -25,6 +31,7 @@ class BookBuild:
 @pytest.fixture(scope="session")
 def book_build() -> BookBuild:
     env = {**os.environ, "UNSUPLAB_PROFILE": "smoke", "UNSUPLAB_PROGRESS": "0"}
+    env.pop("MPLBACKEND", None)
     jb = Path(sys.executable).with_name("jupyter-book")
     started = time.perf_counter()
     proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(BOOK_OUT)], cwd=ROOT, env=env,

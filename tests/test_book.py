@@ -64,15 +64,18 @@ def test_built_pages_show_executed_results(book_build):
     assert book_build.returncode == 0
     html = book_build.html
     chapter = (html / "book" / "01_baselines.html").read_text()
-    assert "<img" in chapter, "chapter 1 shows no figure: were its cells executed?"
+    figure = re.compile(r'<img[^>]+src="\.\./_images/[^"]+\.png"')
+    assert figure.search(chapter), "chapter 1 shows no figure: were its cells executed with a display backend?"
+    assert "<table" in chapter, "chapter 1's results table was not rendered as a table"
     assert "Traceback" not in chapter
     assert "linear probe" in chapter and "%" in chapter
     assert 'class="exercise' in chapter and "dropdown" in chapter  # exercises, solutions folded
     results = (html / "book" / "results.html").read_text()
-    assert "01_baselines" in results and "LeCun et al. 1998" in results
+    assert "01_baselines" in results and "LeCun et al. 1998" in results and "<table" in results
     intro = (html / "book" / "intro.html").read_text()
     assert "not measured yet" in intro or "CPU:" in intro  # the lab-time table was generated
     solution = (html / "solutions" / "01_baselines.html").read_text()
     assert "tag_hide-input" in solution, "the solution's answer cells are not folded"
+    assert len(figure.findall(solution)) >= 4, "the solution page shows too few figures from its committed run"
     bibliography = (html / "book" / "bibliography.html").read_text()
     assert "Olshausen" in bibliography and "Hotelling" in bibliography

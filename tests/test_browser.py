@@ -75,11 +75,14 @@ def _visit(browser, url: str, screenshot: Path | None = None) -> dict:
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("response", lambda r: problems.append(f"HTTP {r.status} for {r.url}")
             if r.status >= 400 and urllib.parse.urlparse(r.url).netloc == host else None)
-    page.goto(url, wait_until="load")
-    # MathJax typesets after load: wait for it where the page has math
-    page.wait_for_function("() => !window.MathJax || !window.MathJax.startup || window.MathJax.startup.promise")
+    page.goto(url, wait_until="load", timeout=90_000)
+    # MathJax typesets after load; then wait for the images and the fonts themselves (not for
+    # "network idle", a heuristic that can time out on a busy machine with nothing pending)
+    page.wait_for_function("() => !window.MathJax || !window.MathJax.startup || window.MathJax.startup.promise",
+                           timeout=60_000)
     page.evaluate("() => window.MathJax && window.MathJax.startup ? window.MathJax.startup.promise : null")
-    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => Array.from(document.images).every(i => i.complete)", timeout=60_000)
+    page.evaluate("() => document.fonts.ready.then(() => true)")
     broken_images = page.evaluate(
         "() => Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)")
     problems += [f"image did not load: {src}" for src in broken_images]

@@ -59,6 +59,10 @@ def test_solution_runs_in_smoke_profile(solution, tmp_path):
     text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "✗" not in text
     assert text.count("✓") >= 1
+    # figures are part of the lesson: a kernel that shows none (e.g. under MPLBACKEND=Agg) is a failure
+    images = sum("image/png" in o.get("data", {}) for c in executed.cells if c.cell_type == "code"
+                 for o in c.get("outputs", []))
+    assert images >= 3, f"{solution.stem} showed only {images} figures in its smoke run"
 
 
 def first_stub_message(lab_path):

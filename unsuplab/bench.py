@@ -148,9 +148,14 @@ def _git(folder: Path, *args: str) -> str | None:
 
 
 @contextlib.contextmanager
-def _environ(**values: str):
+def _environ(**values: str | None):
+    """Set (or, for ``None``, remove) environment variables for the duration of a block."""
     old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:
@@ -203,7 +208,8 @@ def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "result
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     try:
-        with _environ(UNSUPLAB_PROGRESS="0", UNSUPLAB_PROFILE=profile):
+        # MPLBACKEND=Agg (set by some shells and CI) would stop the kernel from showing figures
+        with _environ(UNSUPLAB_PROGRESS="0", UNSUPLAB_PROFILE=profile, MPLBACKEND=None):
             executed = papermill.execute_notebook(
                 str(notebook), str(output), parameters={"profile": profile, **(parameters or {})},
                 kernel_name=kernelspec["name"], cwd=str(notebook.parent.resolve()),
