@@ -115,6 +115,7 @@ def class_coverage(probs: torch.Tensor, min_share: float = 0.02) -> dict:
         raise ValueError(f"expected class probabilities of shape (N, 10), got {tuple(probs.shape)}.")
     predicted = probs.argmax(dim=1)
     histogram = torch.bincount(predicted, minlength=10).double() / len(probs)
-    entropy = -(histogram[histogram > 0] * histogram[histogram > 0].log()).sum().item()
+    shares = histogram[histogram > 0]
+    entropy = max(0.0, -(shares * shares.log()).sum().item())   # max: no "-0.0" for a single digit
     return {"histogram": histogram.tolist(), "entropy": entropy, "max_entropy": math.log(10),
             "covered": int((histogram >= min_share).sum()), "confidence": probs.max(dim=1).values.mean().item()}
