@@ -14,7 +14,7 @@ ifneq ($(strip $(UNSUPLAB_DATA_MIRROR)),)
 export UNSUPLAB_DATA_MIRROR := $(abspath $(UNSUPLAB_DATA_MIRROR))
 endif
 
-.PHONY: setup book test labs clean
+.PHONY: setup book test labs browser clean
 
 setup: $(STAMP)
 
@@ -29,7 +29,17 @@ book: $(STAMP)
 	$(VENV)/bin/jupyter-book build .
 	@echo "The book is at $(CURDIR)/_build/html/index.html (open it in a browser)"
 
-test: $(STAMP)
+# The browser test (tests/test_browser.py) drives Debian's Chromium; install it where apt-get can.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "note: no Chromium found; tests/test_browser.py will be skipped (install the chromium package to run it)"; \
+	  fi; }
+
+test: $(STAMP) browser
 	UNSUPLAB_PROFILE=$${UNSUPLAB_PROFILE:-smoke} UNSUPLAB_PROGRESS=0 MPLBACKEND=Agg $(PY) -m pytest
 
 labs: $(STAMP)

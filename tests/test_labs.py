@@ -213,3 +213,19 @@ def test_cli_build_reports_broken_marker_and_writes_nothing(tmp_path, capsys):
     assert "solutions/02_bad.ipynb, cell 2: line 2: '### END SOLUTION' has no" in capsys.readouterr().err
     assert not (root / "labs" / "01_pca.ipynb").exists()
     assert any("02_bad.ipynb, cell 2" in p for p in labs.check(root))
+
+
+def test_build_folds_answer_cells_in_the_solution_but_not_in_the_lab(tmp_path, capsys):
+    root = _course(tmp_path)
+    assert any("folded" in p for p in labs.check(root))  # a solution with unfolded answers is reported
+    labs.build(root)
+    assert "folded the answer cells of solutions/01_pca.ipynb" in capsys.readouterr().out
+    sol = nbformat.read(root / "solutions" / "01_pca.ipynb", as_version=4)
+    assert sol.cells[2].metadata["tags"] == ["keep", "hide-input"]  # the answer cell, folded
+    assert "hide-input" not in sol.cells[4].metadata.get("tags", [])  # no answer in it: left alone
+    lab = nbformat.read(root / "labs" / "01_pca.ipynb", as_version=4)
+    assert lab.cells[2].metadata == {"tags": ["keep"]}  # the student sees the stub unfolded
+    assert labs.check(root) == []
+    before = (root / "solutions" / "01_pca.ipynb").read_bytes()
+    labs.build(root)  # already folded: the solution is not rewritten
+    assert (root / "solutions" / "01_pca.ipynb").read_bytes() == before

@@ -318,6 +318,23 @@ def best_result(lab: str, results_dir: str | Path = "results",
     return None
 
 
+def lab_times(labs: Iterable[str], results_dir: str | Path = "results") -> str:
+    """A Markdown table of how long each lab's solution took to run, per profile, from the results
+    files: one row per lab in ``labs`` (stems such as ``"01_baselines"``), with the ``cpu`` and
+    ``full`` wall times (mm:ss) and the hardware they were measured on; "not measured yet" where a
+    results file is missing. The landing page of the book shows it."""
+    by_key = {(r["lab"], r["profile"]): r for r in load_results(results_dir)}
+    lines = ["| lab | `cpu` profile | `full` profile |", "|---|---|---|"]
+    for lab in labs:
+        cells = []
+        for profile in ("cpu", "full"):
+            r = by_key.get((lab, profile))
+            cells.append("not measured yet" if r is None else
+                         f"{_mmss(r['wall_seconds'])} on {_cell(r.get('device_name', '?'))}")
+        lines.append(f"| {lab} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
+
+
 def format_metric(name: str, value: Any) -> str:
     """One metric for a table: accuracies and NMI in [0, 1] as percentages, other floats to 4 digits."""
     if isinstance(value, bool) or isinstance(value, str):

@@ -847,3 +847,95 @@ def read_text(name: str, max_chars: int | None = None, *, download: bool = True)
     opener = lzma.open if path.suffix == ".xz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         return f.read(-1 if max_chars is None else int(max_chars))
+
+
+# ----------------------------------------------------------------------------------------------
+# Sprites with known factors of variation (chapter 5: beta-VAE and disentanglement)
+# ----------------------------------------------------------------------------------------------
+
+#: The five factors of :func:`sprites`, in the column order of its ``factors``, and how many values
+#: each takes (the grid of dSprites, Matthey et al. 2017: 3 x 6 x 40 x 32 x 32 = 737,280 images).
+SPRITE_FACTORS = ("shape", "scale", "orientation", "x", "y")
+SPRITE_FACTOR_SIZES = (3, 6, 40, 32, 32)
+SPRITE_SHAPES = ("square", "ellipse", "heart")
+_SPRITE_RADIUS = 0.18   # half-width of a scale-1 shape, as a fraction of the image side
+_SPRITE_MARGIN = 0.23   # centres stay this far from the border, so every shape is fully inside
+
+
+def sprite_factor_values() -> dict[str, torch.Tensor]:
+    """The value behind each factor index of :func:`sprites`: shape ids 0, 1, 2 (square, ellipse,
+    heart); scale 0.5 .. 1 (6 values); orientation 0 .. 2 pi (40 values, 2 pi excluded); x and y
+    0 .. 1 (32 values each; 0 is the left or top of the area the centres may take)."""
+    return {
+        "shape": torch.arange(3, dtype=torch.float32),
+        "scale": torch.linspace(0.5, 1.0, 6),
+        "orientation": torch.arange(40, dtype=torch.float32) * (2 * np.pi / 40),
+        "x": torch.linspace(0.0, 1.0, 32),
+        "y": torch.linspace(0.0, 1.0, 32),
+    }
+
+
+def render_sprites(factors, size: int = 64, *, chunk: int = 2048) -> torch.Tensor:
+    """Draw one white shape on black for each row of factor indices ``factors`` (N, 5), as float32
+    images (N, 1, size, size) with values 0 and 1.
+
+    Columns follow :data:`SPRITE_FACTORS` (shape, scale, orientation, x, y), each an integer index
+    below :data:`SPRITE_FACTOR_SIZES`. A pixel is on when its centre, moved into the shape's own frame
+    (shifted to the shape's centre, rotated back by its orientation, divided by its scale), falls inside
+    the shape: the square ``max(|u|, |v|) <= 0.8``, the ellipse ``u^2 + (v / 0.5)^2 <= 1``, the heart
+    ``(X^2 + Y^2 - 1)^3 <= X^2 Y^3``. Images are rendered ``chunk`` at a time.
+    """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
+        raise ValueError(f"size must be a whole number of pixels >= 8 (dSprites uses 64), got {size!r}.")
+    f = torch.as_tensor(np.asarray(factors) if not isinstance(factors, torch.Tensor) else factors)
+    if f.ndim != 2 or f.shape[1] != len(SPRITE_FACTORS) or f.is_floating_point():
+        raise ValueError(f"expected integer factor indices of shape (N, 5), columns {SPRITE_FACTORS}, "
+                         f"got {tuple(f.shape)} {f.dtype}: use the factors that sprites() returns.")
+    f = f.long()
+    high = torch.tensor(SPRITE_FACTOR_SIZES)
+    if len(f) and ((f < 0).any() or (f >= high).any()):
+        bad = int(((f < 0) | (f >= high)).any(0).nonzero()[0])
+        raise ValueError(f"factor {SPRITE_FACTORS[bad]!r} takes indices 0 .. {SPRITE_FACTOR_SIZES[bad] - 1}, "
+                         f"got values in [{int(f[:, bad].min())}, {int(f[:, bad].max())}].")
+    values = sprite_factor_values()
+    centres = (torch.arange(size, dtype=torch.float32) + 0.5) / size      # pixel centres in (0, 1)
+    py, px = centres[:, None], centres[None, :]                           # (S, 1) rows, (1, S) columns
+    out = torch.empty(len(f), 1, size, size)
+    for start in range(0, len(f), chunk):
+        g = f[start:start + chunk]
+        shape = g[:, 0, None, None]                                        # (n, 1, 1)
+        radius = (_SPRITE_RADIUS * values["scale"][g[:, 1]])[:, None, None]
+        angle = values["orientation"][g[:, 2]][:, None, None]
+        span = 1.0 - 2 * _SPRITE_MARGIN
+        cx = (_SPRITE_MARGIN + span * values["x"][g[:, 3]])[:, None, None]
+        cy = (_SPRITE_MARGIN + span * values["y"][g[:, 4]])[:, None, None]
+        dx, dy = px - cx, py - cy                                          # (n, S, S), y points down
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        u = (cos * dx + sin * dy) / radius                                 # rotate back, unit scale
+        v = (-sin * dx + cos * dy) / radius
+        square = torch.maximum(u.abs(), v.abs()) <= 0.8
+        ellipse = u * u + 4.0 * v * v <= 1.0                               # u^2 + (v / 0.5)^2 <= 1
+        X, Y = 1.15 * u, 0.15 - 1.15 * v                                   # heart upright, centred
+        X2, Y2 = X * X, Y * Y
+        t = X2 + Y2 - 1.0
+        heart = t * t * t <= X2 * Y2 * Y                                   # (X^2 + Y^2 - 1)^3 <= X^2 Y^3
+        inside = torch.where(shape == 0, square, torch.where(shape == 1, ellipse, heart))
+        out[start:start + chunk, 0] = inside.float()
+    return out
+
+
+def sprites(n: int, *, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dSprites-like data set generated on the fly: ``n`` images of one shape each, with known factors.
+
+    Each image's five factors (shape, scale, orientation, x, y; see :data:`SPRITE_FACTORS`) are drawn
+    independently and uniformly from the dSprites grid (Matthey et al. 2017, 3 x 6 x 40 x 32 x 32)
+    and rendered by :func:`render_sprites`. This is not DeepMind's file (nothing is downloaded): the
+    shapes are drawn by formulas, so the exact pixels differ, but the factors and their ranges are
+    the same. Returns ``x`` float32 (n, 1, size, size) in {0, 1} and ``factors`` int64 (n, 5), the
+    factor indices (:func:`sprite_factor_values` maps them to values). Same ``seed``, same images.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive whole number of images, got {n!r}.")
+    g = torch.Generator().manual_seed(int(seed))
+    factors = torch.stack([torch.randint(k, (int(n),), generator=g) for k in SPRITE_FACTOR_SIZES], dim=1)
+    return render_sprites(factors, size), factors

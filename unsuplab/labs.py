@@ -40,6 +40,8 @@ import nbformat
 SOLUTIONS_DIR = "solutions"
 LABS_DIR = "labs"
 SOLUTION_ONLY_TAG = "solution-only"
+# In the book, a solution's answer cells are folded (shown on a click), so a reader can try first.
+FOLD_TAG = "hide-input"
 PARAMETERS_TAG = "parameters"
 NAME_PATTERN = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 DEFAULT_HINT = "write this part (see the text above)"
@@ -117,6 +119,22 @@ def _tags(cell) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
+def _has_solution(cell) -> bool:
+    return cell.cell_type == "code" and any(_BEGIN.match(line) for line in cell.source.split("\n"))
+
+
+def fold_solutions(solution_nb: nbformat.NotebookNode) -> int:
+    """Tag every code cell of a solution that holds a solution region with ``hide-input``, so the
+    book shows its code folded under a "show" button while its outputs stay visible. Returns the
+    number of cells newly tagged (the notebook is changed in place)."""
+    added = 0
+    for cell in solution_nb.cells:
+        if _has_solution(cell) and FOLD_TAG not in _tags(cell):
+            cell.setdefault("metadata", {}).setdefault("tags", []).append(FOLD_TAG)
+            added += 1
+    return added
+
+
 def make_lab(solution_nb: nbformat.NotebookNode, name: str | None = None) -> nbformat.NotebookNode:
     """The exercise notebook for a solution notebook (the input is not modified).
 
@@ -142,6 +160,10 @@ def make_lab(solution_nb: nbformat.NotebookNode, name: str | None = None) -> nbf
         cell = copy.deepcopy(cell)
         for key in _VOLATILE_CELL_METADATA:
             cell.get("metadata", {}).pop(key, None)
+        if _has_solution(cell) and FOLD_TAG in _tags(cell):  # the lab shows its stubs unfolded
+            cell.metadata["tags"] = [t for t in _tags(cell) if t != FOLD_TAG]
+            if not cell.metadata["tags"]:
+                del cell.metadata["tags"]
         if cell.cell_type == "code":
             try:
                 cell.source = stub_regions(cell.source)
@@ -179,12 +201,18 @@ def _labs(root: Path) -> list[Path]:
 
 def build(root: str | Path = ".") -> list[Path]:
     """Write ``labs/X.ipynb`` for every ``solutions/X.ipynb`` under ``root`` and remove labs that
-    have no solution (printing a note for each). Returns the paths of all labs.
+    have no solution (printing a note for each). Returns the paths of all labs. Solutions whose
+    answer cells are not yet folded for the book get their ``hide-input`` tags (:func:`fold_solutions`).
 
     Every lab is generated before any file is written, so a broken marker changes nothing.
     """
     root = Path(root)
     texts = {path.name: _lab_text(path) for path in _solutions(root)}
+    for path in _solutions(root):
+        solution_nb = nbformat.read(path, as_version=4)
+        if fold_solutions(solution_nb):
+            nbformat.write(solution_nb, path)
+            print(f"folded the answer cells of {SOLUTIONS_DIR}/{path.name} for the book")
     labs_dir = root / LABS_DIR
     labs_dir.mkdir(parents=True, exist_ok=True)
     for stray in _labs(root):
@@ -248,6 +276,9 @@ def check(root: str | Path = ".") -> list[str]:
         problem = _parameters_problem(path, nb)
         if problem:
             problems.append(problem)
+        if fold_solutions(copy.deepcopy(nb)):
+            problems.append(f"{where} has answer cells not folded for the book (no '{FOLD_TAG}' tag): "
+                            f"run `{BUILD_COMMAND}`.")
         lab = root / LABS_DIR / path.name
         try:
             text = _lab_text(path)

@@ -62,7 +62,7 @@ def progress(iterable: Iterable | None = None, **kwargs):
     from tqdm.auto import tqdm
 
     off = os.environ.get(PROGRESS_ENV, "1").strip().lower() in ("0", "false", "no", "off")
-    disable = kwargs.pop("disable", False) or off  # pop first: `off or pop(...)` would leave it in kwargs
+    disable = kwargs.pop("disable", False) or off  # pop first: `off or pop()` would skip the pop
     return tqdm(iterable, disable=disable, **kwargs)
 
 
@@ -243,24 +243,43 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
 
     Parameters
     ----------
-    model : the network; moved to ``device`` (default: the device of its parameters).
-    loss_fn : ``loss_fn(model, batch) -> loss`` or ``(loss, {"name": value})``; the batch arrives
-        on ``device``. Extra values are logged per step and averaged per epoch.
-    data : an iterable of batches, usually a ``DataLoader``; iterated once per epoch.
-    optimizer : default ``torch.optim.Adam(model.parameters(), lr=lr)``.
-    scheduler : stepped once per epoch (``scheduler.step()``), after ``eval_fn``.
-    amp : mixed precision; default on for CUDA (bfloat16 if supported, else float16 with a scaler).
-    clip_grad_norm : clip the global gradient norm to this value (logged as ``grad_norm``).
-    checkpoint : a file path; the state is saved there at the end of every epoch, every
-        ``checkpoint_every`` steps if given, and when training is interrupted by an exception.
-        With ``resume`` (default) an existing checkpoint is loaded first and training continues
-        from it; a finished run is not repeated (the saved history is returned at once).
-    eval_fn : ``eval_fn(model) -> {"name": value}``, called in ``eval`` mode without gradients at the
-        end of every epoch; its values go into ``history.epochs``.
-    max_steps : stop after this many optimisation steps in total (a time budget for smoke runs).
-    seed : fixes the data order of each epoch, so a resumed run sees the same batches.
+    model
+        The network; moved to ``device`` (default: the device of its parameters).
+    loss_fn
+        ``loss_fn(model, batch) -> loss`` or ``(loss, {"name": value})``; the batch arrives on
+        ``device``. Extra values are logged per step and averaged per epoch.
+    data
+        An iterable of batches, usually a ``DataLoader``; iterated once per epoch.
+    optimizer
+        Default ``torch.optim.Adam(model.parameters(), lr=lr)``.
+    scheduler
+        Stepped once per epoch (``scheduler.step()``), after ``eval_fn``.
+    amp
+        Mixed precision; default on for CUDA (bfloat16 if supported, else float16 with a scaler).
+    clip_grad_norm
+        Clip the global gradient norm to this value (logged as ``grad_norm``).
+    checkpoint
+        A file path; the state is saved there at the end of every epoch, every ``checkpoint_every``
+        steps if given, and when training is interrupted by an exception. With ``resume`` (default)
+        an existing checkpoint is loaded first and training continues from it; a finished run is
+        not repeated (the saved history is returned at once).
+    eval_fn
+        ``eval_fn(model) -> {"name": value}``, called in ``eval`` mode without gradients at the end of
+        every epoch; its values go into ``history.epochs``.
+    max_steps
+        Stop after this many optimisation steps in total (a time budget for smoke runs).
+    seed
+        Fixes the data order of each epoch, so a resumed run sees the same batches.
 
-    Returns the :class:`History`. Raises :class:`TrainingDiverged` at the first non-finite loss.
+    Returns
+    -------
+    History
+        Per-step and per-epoch numbers.
+
+    Raises
+    ------
+    TrainingDiverged
+        At the first non-finite loss.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}.")

@@ -49,8 +49,16 @@ class PCA:
     n_components : int or None
         k, the number of components kept (``None`` keeps all D).
 
-    Attributes after ``fit``: ``mean_`` (D,), ``components_`` (k, D) (rows are :math:`u_j`, unit norm),
-    ``explained_variance_`` (k,) (the eigenvalues :math:`\\lambda_j`), ``explained_variance_ratio_`` (k,).
+    Attributes
+    ----------
+    mean_ : tensor (D,)
+        The mean :math:`\\mu`, set by ``fit``.
+    components_ : tensor (k, D)
+        The rows are the unit-norm eigenvectors :math:`u_j`.
+    explained_variance_ : tensor (k,)
+        The eigenvalues :math:`\\lambda_j`.
+    explained_variance_ratio_ : tensor (k,)
+        :math:`\\lambda_j / \\sum_i \\lambda_i`.
     """
 
     def __init__(self, n_components: int | None = None):
@@ -132,8 +140,18 @@ class KMeans:
     batch_size : int
         Rows per block when computing distances (bounds memory at batch_size x k).
 
-    Attributes after ``fit``: ``cluster_centers_`` (k, D), ``labels_`` (N,), ``inertia_`` (float),
-    ``n_iter_`` (int), ``n_empty_reassigned_`` (how many times an empty cluster was re-seeded).
+    Attributes
+    ----------
+    cluster_centers_ : tensor (k, D)
+        The centroids :math:`c_j`, set by ``fit``.
+    labels_ : tensor (N,)
+        The cluster of each training row.
+    inertia_ : float
+        The objective, eq. 1.4, at the end.
+    n_iter_ : int
+        Lloyd steps taken by the best run.
+    n_empty_reassigned_ : int
+        How many times an empty cluster was re-seeded.
     """
 
     def __init__(self, n_clusters: int = 10, *, n_init: int = 1, max_iter: int = 100, tol: float = 1e-4,

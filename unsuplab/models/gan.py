@@ -1,7 +1,7 @@
 """Chapter 6's generative adversarial networks: the minimax game, DCGAN, InfoGAN and CycleGAN.
 
 The game (Goodfellow et al. 2014). A generator G maps noise z ~ p(z) to an image G(z); a
-discriminator D maps an image x to D(x) in (0, 1), the probability that x is real. They play
+discriminator D maps an image x to D(x) in (0, 1), the probability that x is real. They play::
 
     min_G max_D V(D, G),   V(D, G) = E_{x ~ p_data}[log D(x)] + E_{z ~ p(z)}[log(1 - D(G(z)))]   (6.1)
 
@@ -10,7 +10,7 @@ and there V(D*, G) = -log 4 + 2 JS(p_data || p_g)                               
 so G minimises a Jensen-Shannon divergence, whose minimum -log 4 is reached at p_g = p_data.
 
 Everything here works with the discriminator's *logit* l = logit D(x) (D(x) = sigmoid(l)), because
-log D = log sigmoid(l) = -softplus(-l) and log(1 - D) = -softplus(l) never take the log of 0:
+log D = log sigmoid(l) = -softplus(-l) and log(1 - D) = -softplus(l) never take the log of 0::
 
     discriminator loss  L_D = -V = E softplus(-l_real) + E softplus(l_fake)                     (6.4)
     saturating (minimax) generator loss      L_G = E log(1 - D(G(z))) = -E softplus(l_fake)     (6.5)
@@ -27,13 +27,13 @@ LeakyReLU(0.2) in D, Adam with lr 2e-4 and beta1 = 0.5, weights initialised from
 InfoGAN (Chen et al. 2016) feeds G a categorical code c next to the noise and asks an auxiliary head
 Q, sharing D's body, to recover c from G(z, c). Maximising the variational lower bound of the mutual
 information, L_I = E[log Q(c | G(z, c))] + H(c) <= I(c; G(z, c)), is a cross-entropy term added to
-both players' losses with weight lambda:                                                         (6.7)
+both players' losses with weight lambda, eq. (6.7)::
 
     L_D^info = L_D + lambda CE(Q(G(z, c)), c),   L_G^info = L_G + lambda CE(Q(G(z, c)), c).
 
 CycleGAN (Zhu et al. 2017) learns two maps G_AB: A -> B and G_BA: B -> A from *unpaired* images of
 two domains: each is a GAN generator against its domain's discriminator, and the cycle-consistency
-loss ties them together,
+loss ties them together::
 
     L_cyc = E_a |G_BA(G_AB(a)) - a|_1 + E_b |G_AB(G_BA(b)) - b|_1,                                (6.8)
     L_G = L_G(D_B, G_AB) + L_G(D_A, G_BA) + lambda_cyc L_cyc.

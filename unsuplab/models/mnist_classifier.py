@@ -3,7 +3,7 @@
 The Fréchet Inception Distance (Heusel et al. 2017) compares real and generated images through the
 features of an ImageNet classifier, Inception-v3 (Szegedy et al. 2016). For 28 x 28 digits those
 features are a poor fit and their weights would have to be downloaded, so the course trains its own
-classifier instead, a LeNet-style network (LeCun et al. 1998):
+classifier instead, a LeNet-style network (LeCun et al. 1998)::
 
     x (B, 1, 28, 28) -> conv 3x3 -> pool -> (B, w, 14, 14) -> conv 3x3 -> pool -> (B, 2w, 7, 7)
       -> linear -> f(x) (B, feature_dim), ReLU  -> linear -> logits (B, 10)
