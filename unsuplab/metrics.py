@@ -462,3 +462,77 @@ def mig(codes: Any, factors: Any, *, n_bins: int = 20, per_factor: bool = False)
     top2 = np.sort(mi, axis=0)[-2:]                                         # (2, K) second, first
     gaps = (top2[1] - top2[0]) / entropy
     return gaps if per_factor else float(gaps.mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Fréchet distance between two sets of features (chapter 6)
+# ---------------------------------------------------------------------------------------------
+
+__all__ += ["gaussian_frechet_distance", "frechet_distance"]
+
+
+def _sqrt_psd(matrix: torch.Tensor) -> torch.Tensor:
+    """The symmetric square root of a symmetric positive semi-definite matrix, by eigendecomposition."""
+    eigvals, eigvecs = torch.linalg.eigh(matrix)
+    return (eigvecs * eigvals.clamp_min(0).sqrt()) @ eigvecs.T
+
+
+def gaussian_frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
+    """The Fréchet (2-Wasserstein) distance, squared, between N(mu1, sigma1) and N(mu2, sigma2)::
+
+        d^2 = ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1^{1/2} sigma2 sigma1^{1/2})^{1/2})
+
+    (Dowson & Landau 1982). Tr (sigma1^{1/2} sigma2 sigma1^{1/2})^{1/2} equals Tr (sigma1 sigma2)^{1/2},
+    the form written in Heusel et al. (2017); the symmetric form is computed in float64 by two
+    eigendecompositions, so it needs no general matrix square root and has no imaginary part.
+    Means have shape (D,), covariances (D, D), symmetric positive semi-definite.
+    """
+    mu1, mu2 = (torch.as_tensor(np.asarray(m) if not isinstance(m, torch.Tensor) else m).double().cpu()
+                for m in (mu1, mu2))
+    sigma1, sigma2 = (torch.as_tensor(np.asarray(s) if not isinstance(s, torch.Tensor) else s).double().cpu()
+                      for s in (sigma1, sigma2))
+    d = mu1.shape[0] if mu1.ndim == 1 else -1
+    for name, mu in (("mu1", mu1), ("mu2", mu2)):
+        if mu.ndim != 1 or mu.shape[0] != d:
+            raise ValueError(f"expected mu1 and mu2 of the same shape (D,), got {tuple(mu1.shape)} and {tuple(mu2.shape)}.")
+    for name, sigma in (("sigma1", sigma1), ("sigma2", sigma2)):
+        if sigma.shape != (d, d):
+            raise ValueError(f"expected {name} of shape ({d}, {d}) to match the means, got {tuple(sigma.shape)}.")
+        if not torch.isfinite(sigma).all():
+            raise ValueError(f"{name} contains NaN or inf values.")
+        if not torch.allclose(sigma, sigma.T, rtol=1e-6, atol=1e-8 * (1 + sigma.abs().max().item())):
+            raise ValueError(f"{name} is not symmetric: a covariance matrix must be.")
+    root1 = _sqrt_psd(sigma1)
+    middle = root1 @ sigma2 @ root1
+    trace_cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
+    distance = (mu1 - mu2).pow(2).sum() + torch.trace(sigma1) + torch.trace(sigma2) - 2 * trace_cross
+    return max(float(distance), 0.0)
+
+
+def _features_float64(x: Any, name: str) -> torch.Tensor:
+    """(N, D) float64 CPU features, with the same checks and messages as :func:`_features`."""
+    t = _as_tensor(x, name)
+    _features(t[:1] if t.ndim >= 2 else t, name)  # shape message for (N,) inputs
+    t = t.reshape(t.shape[0], -1).double().cpu()
+    if not torch.isfinite(t).all():
+        _features(t, name)  # raises the NaN / inf message
+    if len(t) < 2:
+        raise ValueError(f"expected at least 2 rows in {name} to estimate a covariance, got {len(t)}.")
+    return t
+
+
+def frechet_distance(features1: Any, features2: Any) -> float:
+    """Fréchet distance between two sets of features, (N1, D) and (N2, D): fit a Gaussian to each
+    (mean and unbiased covariance, as numpy.cov) and return :func:`gaussian_frechet_distance`.
+
+    With Inception-v3 features of images this is the FID of Heusel et al. (2017); the course uses the
+    features of its own small MNIST classifier instead (``unsuplab.models.mnist_classifier``). The
+    estimate is biased upward for finite N, so compare numbers computed with the same N and D only.
+    Zero for two identical sets (up to rounding).
+    """
+    a, b = _features_float64(features1, "features1"), _features_float64(features2, "features2")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"features1 has {a.shape[1]} features per sample but features2 has {b.shape[1]}: "
+                         "compute both with the same feature network.")
+    return gaussian_frechet_distance(a.mean(0), torch.cov(a.T).reshape(a.shape[1], -1),
+                                     b.mean(0), torch.cov(b.T).reshape(b.shape[1], -1))

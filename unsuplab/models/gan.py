@@ -1,0 +1,543 @@
+"""Chapter 6's generative adversarial networks: the minimax game, DCGAN, InfoGAN and CycleGAN.
+
+The game (Goodfellow et al. 2014). A generator G maps noise z ~ p(z) to an image G(z); a
+discriminator D maps an image x to D(x) in (0, 1), the probability that x is real. They play::
+
+    min_G max_D V(D, G),   V(D, G) = E_{x ~ p_data}[log D(x)] + E_{z ~ p(z)}[log(1 - D(G(z)))]   (6.1)
+
+For a fixed G the best discriminator is D*(x) = p_data(x) / (p_data(x) + p_g(x))               (6.2)
+and there V(D*, G) = -log 4 + 2 JS(p_data || p_g)                                              (6.3)
+so G minimises a Jensen-Shannon divergence, whose minimum -log 4 is reached at p_g = p_data.
+
+Everything here works with the discriminator's *logit* l = logit D(x) (D(x) = sigmoid(l)), because
+log D = log sigmoid(l) = -softplus(-l) and log(1 - D) = -softplus(l) never take the log of 0::
+
+    discriminator loss  L_D = -V = E softplus(-l_real) + E softplus(l_fake)                     (6.4)
+    saturating (minimax) generator loss      L_G = E log(1 - D(G(z))) = -E softplus(l_fake)     (6.5)
+    non-saturating generator loss            L_G = -E log D(G(z))     =  E softplus(-l_fake)    (6.6)
+
+Both generator losses have the same fixed points, but (6.5) has a vanishing gradient exactly when D
+rejects the samples confidently (early in training); (6.6) does not. One alternating step
+(Algorithm 1 of Goodfellow et al. with k = 1): a gradient step on D for (6.4), then one on G for (6.6).
+
+DCGAN (Radford, Metz & Chintala 2016): strided (transposed) convolutions instead of pooling,
+batch norm in both nets (not on D's input nor G's output), ReLU in G with tanh at the output,
+LeakyReLU(0.2) in D, Adam with lr 2e-4 and beta1 = 0.5, weights initialised from N(0, 0.02).
+
+InfoGAN (Chen et al. 2016) feeds G a categorical code c next to the noise and asks an auxiliary head
+Q, sharing D's body, to recover c from G(z, c). Maximising the variational lower bound of the mutual
+information, L_I = E[log Q(c | G(z, c))] + H(c) <= I(c; G(z, c)), is a cross-entropy term added to
+both players' losses with weight lambda, eq. (6.7)::
+
+    L_D^info = L_D + lambda CE(Q(G(z, c)), c),   L_G^info = L_G + lambda CE(Q(G(z, c)), c).
+
+CycleGAN (Zhu et al. 2017) learns two maps G_AB: A -> B and G_BA: B -> A from *unpaired* images of
+two domains: each is a GAN generator against its domain's discriminator, and the cycle-consistency
+loss ties them together::
+
+    L_cyc = E_a |G_BA(G_AB(a)) - a|_1 + E_b |G_AB(G_BA(b)) - b|_1,                                (6.8)
+    L_G = L_G(D_B, G_AB) + L_G(D_A, G_BA) + lambda_cyc L_cyc.
+
+Images: the GANs here work in [-1, 1] (G ends in tanh, as in DCGAN); ``to_unit`` maps them back to
+[0, 1] and ``to_signed`` maps MNIST's [0, 1] to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["value_function", "optimal_discriminator", "discriminator_loss", "generator_loss", "gan_step",
+           "ring_modes", "ring_of_gaussians", "mode_coverage", "MLPGenerator", "MLPDiscriminator",
+           "dcgan_init_", "DCGANGenerator", "DCGANDiscriminator", "to_unit", "to_signed",
+           "one_hot_codes", "infogan_step", "thicken", "Translator", "PatchDiscriminator",
+           "cyclegan_step", "generate", "run_steps", "check_gan_step"]
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. The game, from the discriminator's logits
+# ----------------------------------------------------------------------------------------------
+
+def _logits(value: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+        raise TypeError(f"expected {name} to be a float tensor of discriminator logits (any shape), got "
+                        f"{type(value).__name__ if not isinstance(value, torch.Tensor) else value.dtype}.")
+    if value.numel() == 0:
+        raise ValueError(f"{name} is empty: the discriminator was given no images.")
+    return value
+
+
+def value_function(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """V(D, G) of eq. (6.1), estimated on a batch: mean log D(x) + mean log(1 - D(G(z))).
+
+    ``real_logits`` = logit D(x) on real images, ``fake_logits`` = logit D(G(z)); any shapes (a patch
+    discriminator gives (B, 1, h, w)). log D = -softplus(-l) and log(1 - D) = -softplus(l)."""
+    real_logits, fake_logits = _logits(real_logits, "real_logits"), _logits(fake_logits, "fake_logits")
+    return -F.softplus(-real_logits).mean() - F.softplus(fake_logits).mean()
+
+
+def optimal_discriminator(p_data: torch.Tensor, p_g: torch.Tensor) -> torch.Tensor:
+    """D*(x) = p_data(x) / (p_data(x) + p_g(x)), eq. (6.2), from the two densities at the same points."""
+    if p_data.shape != p_g.shape:
+        raise ValueError(f"p_data and p_g must be the densities at the same points, got shapes "
+                         f"{tuple(p_data.shape)} and {tuple(p_g.shape)}.")
+    if (p_data < 0).any() or (p_g < 0).any() or ((p_data + p_g) <= 0).any():
+        raise ValueError("densities must be >= 0 with p_data + p_g > 0 at every point.")
+    return p_data / (p_data + p_g)
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """L_D = -V(D, G), eq. (6.4): mean softplus(-l_real) + mean softplus(l_fake).
+
+    The same number as ``F.binary_cross_entropy_with_logits`` with target 1 for real and 0 for fake
+    (each averaged over its own batch, then summed)."""
+    real_logits, fake_logits = _logits(real_logits, "real_logits"), _logits(fake_logits, "fake_logits")
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: torch.Tensor, saturating: bool = False) -> torch.Tensor:
+    """The generator's loss on l = logit D(G(z)): non-saturating -mean log D(G(z)) = mean softplus(-l),
+    eq. (6.6), or with ``saturating=True`` the minimax mean log(1 - D(G(z))) = -mean softplus(l), eq. (6.5)."""
+    fake_logits = _logits(fake_logits, "fake_logits")
+    if saturating:
+        return -F.softplus(fake_logits).mean()
+    return F.softplus(-fake_logits).mean()
+
+
+def gan_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
+             x_real: torch.Tensor, z: torch.Tensor, saturating: bool = False) -> dict[str, torch.Tensor]:
+    """One alternating update (Algorithm 1 of Goodfellow et al. 2014, k = 1).
+
+    1. fake = G(z) (one forward pass, reused by both players);
+    2. discriminator: L_D = discriminator_loss(D(x_real), D(fake.detach())), eq. (6.4), with real and
+       fake in separate calls (separate batch-norm statistics, as in DCGAN); one step of ``opt_D``;
+    3. generator: L_G = generator_loss(D(fake), saturating), eq. (6.6) or (6.5), through the *updated* D;
+       one step of ``opt_G`` (D's gradients from this pass are cleared by the next ``opt_D.zero_grad``).
+
+    Returns the two losses (detached): ``{"loss_D": L_D, "loss_G": L_G}``.
+    """
+    fake = G(z)                                                   # (B, ...) like x_real
+    loss_D = discriminator_loss(D(x_real), D(fake.detach()))      # detach: this step must not move G
+    opt_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    opt_D.step()
+
+    loss_G = generator_loss(D(fake), saturating=saturating)       # D(fake) through the new D
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    opt_G.step()
+    return {"loss_D": loss_D.detach(), "loss_G": loss_G.detach()}
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. A 2-D toy: a ring of Gaussians (Metz et al. 2017)
+# ----------------------------------------------------------------------------------------------
+
+def ring_modes(n_modes: int = 8, radius: float = 2.0) -> torch.Tensor:
+    """The centres of the mixture: ``n_modes`` points evenly spaced on a circle, (n_modes, 2)."""
+    if n_modes < 1:
+        raise ValueError(f"n_modes must be >= 1, got {n_modes}.")
+    angle = 2 * math.pi * torch.arange(n_modes, dtype=torch.float32) / n_modes
+    return radius * torch.stack([angle.cos(), angle.sin()], dim=1)
+
+
+def ring_of_gaussians(n: int, n_modes: int = 8, radius: float = 2.0, std: float = 0.02, *,
+                      generator: torch.Generator | None = None, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` samples of an equal mixture of ``n_modes`` isotropic Gaussians (standard deviation ``std``)
+    centred on a circle of ``radius``: points (n, 2) and the mode each came from (n,)."""
+    modes = ring_modes(n_modes, radius)
+    which = torch.randint(n_modes, (n,), generator=generator)
+    x = modes[which] + std * torch.randn(n, 2, generator=generator)
+    return x.to(device), which.to(device)
+
+
+def mode_coverage(x: torch.Tensor, n_modes: int = 8, radius: float = 2.0, std: float = 0.02,
+                  min_fraction: float = 0.01) -> dict:
+    """How many modes of the ring a set of samples ``x`` (N, 2) covers, as in Metz et al. (2017) and
+    Srivastava et al. (2017): a sample is *high quality* when it lies within 3 ``std`` of its nearest
+    mode; a mode is *covered* when at least ``min_fraction`` of all samples are high-quality samples
+    of it. Returns ``{"covered": int, "high_quality": fraction, "counts": per-mode counts}``."""
+    x = x.detach().float().cpu()
+    if x.ndim != 2 or x.shape[1] != 2 or len(x) == 0:
+        raise ValueError(f"expected samples of shape (N, 2), got {tuple(x.shape)}.")
+    distances = torch.cdist(x, ring_modes(n_modes, radius))   # (N, n_modes)
+    nearest, which = distances.min(dim=1)
+    good = nearest <= 3 * std
+    counts = torch.bincount(which[good], minlength=n_modes)
+    return {"covered": int((counts >= min_fraction * len(x)).sum()), "high_quality": float(good.float().mean()),
+            "counts": counts.tolist()}
+
+
+class MLPGenerator(nn.Module):
+    """G for the toy: z (B, z_dim) -> x (B, 2) through two ReLU layers of ``hidden`` units."""
+
+    def __init__(self, z_dim: int = 16, hidden: int = 128, out_dim: int = 2):
+        super().__init__()
+        self.z_dim = z_dim
+        self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, out_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # (B, z_dim) -> (B, 2)
+
+
+class MLPDiscriminator(nn.Module):
+    """D for the toy: x (B, 2) -> logit (B,) through two ReLU layers of ``hidden`` units."""
+
+    def __init__(self, in_dim: int = 2, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)  # (B, 2) -> (B,)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. DCGAN for 28 x 28 images
+# ----------------------------------------------------------------------------------------------
+
+def to_signed(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] -> [-1, 1], the range of G's tanh output."""
+    return 2.0 * x - 1.0
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """G's output in [-1, 1] -> images in [0, 1] (for pictures and the feature net)."""
+    return (x + 1.0) / 2.0
+
+
+def dcgan_init_(module: nn.Module) -> nn.Module:
+    """DCGAN's initialisation, in place: conv and linear weights ~ N(0, 0.02), batch-norm scales
+    ~ N(1, 0.02), all biases 0. Returns the module."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN's generator for 28 x 28 images: no pooling, no upsampling layer, only learned
+    transposed convolutions of stride 2; batch norm and ReLU inside, tanh at the output.
+
+    z (B, z_dim) -> linear -> (B, 2w, 7, 7) -> convT -> (B, w, 14, 14) -> convT -> (B, 1, 28, 28),
+    with w = ``width``. For InfoGAN, z is the noise and the one-hot code concatenated.
+    """
+
+    def __init__(self, z_dim: int = 64, width: int = 64, channels: int = 1):
+        super().__init__()
+        self.z_dim, self.width = z_dim, width
+        self.project = nn.Sequential(nn.Linear(z_dim, 2 * width * 7 * 7, bias=False))
+        self.net = nn.Sequential(
+            nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),   # 7 -> 14
+            nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, channels, 4, stride=2, padding=1),                  # 14 -> 28
+            nn.Tanh(),
+        )
+        dcgan_init_(self)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"expected z of shape (B, {self.z_dim}), got {tuple(z.shape)}: draw it with "
+                             f"torch.randn(B, {self.z_dim}).")
+        h = self.project(z).view(len(z), 2 * self.width, 7, 7)   # (B, z_dim) -> (B, 2w, 7, 7)
+        return self.net(h)                                        # -> (B, 1, 28, 28) in [-1, 1]
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN's discriminator for 28 x 28 images: strided convolutions (no pooling), LeakyReLU(0.2),
+    batch norm on every layer but the first; one logit per image.
+
+    x (B, 1, 28, 28) -> conv -> (B, w, 14, 14) -> conv -> (B, 2w, 7, 7) -> linear -> logit (B,).
+
+    With ``n_codes`` > 0 it also has InfoGAN's head Q: ``q_logits(h)`` gives the logits of
+    Q(c | x) over the ``n_codes`` values of the categorical code, from the same body features h.
+    """
+
+    def __init__(self, width: int = 64, channels: int = 1, n_codes: int = 0):
+        super().__init__()
+        self.width, self.n_codes = width, n_codes
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),           # 28 -> 14
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=False),                  # 14 -> 7
+            nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Flatten(),                                                                      # (B, 2w*49)
+        )
+        self.head = nn.Linear(2 * width * 7 * 7, 1)
+        if n_codes:
+            self.q_head = nn.Sequential(nn.Linear(2 * width * 7 * 7, 128, bias=False), nn.BatchNorm1d(128),
+                                        nn.LeakyReLU(0.2), nn.Linear(128, n_codes))
+        dcgan_init_(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[-2:] != (28, 28):
+            raise ValueError(f"expected images of shape (B, C, 28, 28), got {tuple(x.shape)}.")
+        return self.body(x)                                       # (B, 1, 28, 28) -> (B, 2w*49)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(1)             # -> (B,) logits
+
+    def q_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """InfoGAN's Q(c | x) as logits (B, n_codes), from body features h = ``features(x)``."""
+        if not self.n_codes:
+            raise RuntimeError("this discriminator has no Q head: build it with n_codes=10 for InfoGAN.")
+        return self.q_head(h)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. InfoGAN: a categorical code that the generator must make recoverable
+# ----------------------------------------------------------------------------------------------
+
+def one_hot_codes(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
+    """Integer codes (B,) -> one-hot float vectors (B, n_codes), to concatenate with the noise."""
+    return F.one_hot(codes, n_codes).float()
+
+
+def infogan_step(G: nn.Module, D: DCGANDiscriminator, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
+                 x_real: torch.Tensor, noise: torch.Tensor, codes: torch.Tensor,
+                 lambda_info: float = 1.0) -> dict[str, torch.Tensor]:
+    """One alternating InfoGAN update, eq. (6.7): :func:`gan_step` with the information term
+    lambda CE(Q(G(z, c)), c) added to both losses. ``noise`` (B, z_dim), ``codes`` (B,) integers;
+    G gets their concatenation. ``opt_D`` must hold D's Q head too (it is part of D)."""
+    z = torch.cat([noise, one_hot_codes(codes, D.n_codes)], dim=1)    # (B, z_dim + n_codes)
+    fake = G(z)
+    h_fake = D.features(fake.detach())
+    info_D = F.cross_entropy(D.q_logits(h_fake), codes)              # -E log Q(c | G(z, c))
+    loss_D = discriminator_loss(D(x_real), D.head(h_fake).squeeze(1)) + lambda_info * info_D
+    opt_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    opt_D.step()
+
+    h_fake = D.features(fake)
+    info_G = F.cross_entropy(D.q_logits(h_fake), codes)
+    loss_G = generator_loss(D.head(h_fake).squeeze(1)) + lambda_info * info_G
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    opt_G.step()
+    return {"loss_D": loss_D.detach(), "loss_G": loss_G.detach(), "info": info_G.detach()}
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. CycleGAN at small scale: two unpaired domains of digits
+# ----------------------------------------------------------------------------------------------
+
+def thicken(x: torch.Tensor, size: int = 3) -> torch.Tensor:
+    """A restyled MNIST: bold strokes by grey-level dilation (the maximum over a ``size`` x ``size``
+    window). Images (B, C, H, W) in any range -> the same shape and range."""
+    if x.ndim != 4:
+        raise ValueError(f"expected images of shape (B, C, H, W), got {tuple(x.shape)}.")
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"size must be an odd window width >= 1, got {size}.")
+    return F.max_pool2d(x, size, stride=1, padding=size // 2)
+
+
+class _Residual(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.InstanceNorm2d(width), nn.ReLU(),
+                                   nn.Conv2d(width, width, 3, padding=1), nn.InstanceNorm2d(width))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.block(h)
+
+
+class Translator(nn.Module):
+    """CycleGAN's generator at MNIST scale: down once, ``n_blocks`` residual blocks, up once
+    (instance norm, as in Zhu et al. 2017). (B, 1, 28, 28) in [-1, 1] -> the same shape, tanh."""
+
+    def __init__(self, width: int = 32, n_blocks: int = 2, channels: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, padding=1), nn.InstanceNorm2d(width), nn.ReLU(),         # 28 x 28
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.InstanceNorm2d(2 * width), nn.ReLU(),  # 14
+            *[_Residual(2 * width) for _ in range(n_blocks)],
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.InstanceNorm2d(width), nn.ReLU(),  # 28
+            nn.Conv2d(width, channels, 3, padding=1), nn.Tanh(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, 1, 28, 28) -> (B, 1, 28, 28)
+
+
+class PatchDiscriminator(nn.Module):
+    """A PatchGAN discriminator (Isola et al. 2017): one logit per overlapping patch, (B, 1, 28, 28) ->
+    (B, 1, 7, 7), so it judges local texture (stroke width) rather than the whole digit."""
+
+    def __init__(self, width: int = 32, channels: int = 1):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),                     # 14
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.InstanceNorm2d(2 * width), nn.LeakyReLU(0.2),  # 7
+            nn.Conv2d(2 * width, 1, 3, padding=1),                                                     # 7 x 7 logits
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def cyclegan_step(G_ab: nn.Module, G_ba: nn.Module, D_a: nn.Module, D_b: nn.Module,
+                  opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer, a: torch.Tensor, b: torch.Tensor,
+                  lambda_cyc: float = 10.0) -> dict[str, torch.Tensor]:
+    """One alternating CycleGAN update, eq. (6.8), on unpaired batches ``a`` (domain A) and ``b`` (B).
+
+    ``opt_D`` holds both discriminators, ``opt_G`` both generators. Discriminators first (on detached
+    translations, as in :func:`gan_step`), then the generators: non-saturating GAN losses both ways
+    plus ``lambda_cyc`` times the L1 cycle-consistency loss."""
+    fake_b, fake_a = G_ab(a), G_ba(b)                             # translations A -> B and B -> A
+    loss_D = discriminator_loss(D_b(b), D_b(fake_b.detach())) + discriminator_loss(D_a(a), D_a(fake_a.detach()))
+    opt_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    opt_D.step()
+
+    loss_gan = generator_loss(D_b(fake_b)) + generator_loss(D_a(fake_a))
+    loss_cyc = (G_ba(fake_b) - a).abs().mean() + (G_ab(fake_a) - b).abs().mean()   # eq. (6.8)
+    loss_G = loss_gan + lambda_cyc * loss_cyc
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    opt_G.step()
+    return {"loss_D": loss_D.detach(), "loss_G": loss_gan.detach(), "cycle": loss_cyc.detach()}
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Sampling, and the training loop packaged for the variants
+# ----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def generate(G: nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Images G(z) in [0, 1] on the CPU, ``batch_size`` at a time, with G in eval mode (batch norm
+    uses its running statistics, so a sample does not depend on the rest of its batch)."""
+    was_training = G.training
+    G.eval()
+    device = next(G.parameters()).device
+    out = torch.cat([to_unit(G(z[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(z), batch_size)])
+    G.train(was_training)
+    return out
+
+
+def run_steps(step_fn: Callable[[int], dict], n_steps: int, *, checkpoint: str | Path | None = None,
+              state: dict | None = None, generator: torch.Generator | None = None, resume: bool = True,
+              checkpoint_every: int = 200, desc: str = "training") -> dict:
+    """The lab's DCGAN loop (section 4), packaged for the variants: calls ``step_fn(step)`` for
+    step = 1 .. ``n_steps``; each call does one alternating update and returns its losses (a dict of
+    0-d tensors). Every loss is checked with ``unsuplab.train.check_finite`` (a clear error, not a
+    silent NaN) and logged; every ``checkpoint_every`` steps and at the end, ``state`` (the nets and
+    optimizers, by name), the log, the step and the state of ``generator`` (the random stream of the
+    batches) are saved to ``checkpoint``. With ``resume`` a checkpoint that exists is loaded first, so
+    an interrupted run continues where it stopped and a finished run is not repeated.
+
+    Returns the log: ``{"step": [...], "<loss>": [...], "seconds": training time}``.
+    """
+    from ..train import check_finite, load_checkpoint, progress, save_checkpoint
+
+    state = dict(state or {})
+    log: dict = {"step": [], "seconds": 0.0}
+    start = 0
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and resume and checkpoint.exists():
+        saved = load_checkpoint(checkpoint, **state)
+        start, log = saved["step"], saved["log"]
+        if generator is not None and saved.get("rng") is not None:
+            generator.set_state(saved["rng"])
+        print(f"resumed from {checkpoint} at step {start} of {n_steps}"
+              + (" (already finished)" if start >= n_steps else ""))
+
+    def save(step: int) -> None:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, **state, step=step, log=log,
+                            rng=generator.get_state() if generator is not None else None)
+
+    started = time.perf_counter()
+    for step in progress(range(start + 1, n_steps + 1), desc=desc, initial=start, total=n_steps):
+        losses = step_fn(step)
+        for name, value in losses.items():
+            check_finite(value, step=step, what=f"{desc} {name}", checkpoint=checkpoint)
+        log["step"].append(step)
+        for name, value in losses.items():
+            log.setdefault(name, []).append(float(value))
+        if step % checkpoint_every == 0 or step == n_steps:
+            log["seconds"] += time.perf_counter() - started
+            started = time.perf_counter()
+            save(step)
+    return log
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. The lab's self-check for one alternating step
+# ----------------------------------------------------------------------------------------------
+
+def _toy_players(seed: int, lr: float = 1e-3):
+    torch.manual_seed(seed)
+    G, D = MLPGenerator(z_dim=4, hidden=16), MLPDiscriminator(hidden=16)
+    opt_G = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.999))
+    g = torch.Generator().manual_seed(seed + 100)
+    x_real = ring_of_gaussians(32, generator=g)[0]
+    z = torch.randn(32, 4, generator=g)
+    return G, D, opt_G, opt_D, x_real, z
+
+
+def _number(value) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+
+
+def _max_gap(a: nn.Module, b: nn.Module) -> float:
+    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
+
+
+def check_gan_step(step_fn, seeds=(0, 1, 2)) -> None:
+    """Self-check for the lab's ``gan_step(G, D, opt_G, opt_D, x_real, z, saturating=False)``: runs it
+    and the reference :func:`gan_step` from identical small players (with the non-saturating and the
+    saturating loss) and compares the returned losses and the weights of D and of G after the step.
+    Prints a ✓ line, or raises ``unsuplab.checks.CheckFailed`` saying which part differs."""
+    from ..checks import CheckFailed
+
+    for seed in seeds:
+        for saturating in (False, True):
+            mine = _toy_players(seed)
+            ref = tuple(copy.deepcopy(v) if isinstance(v, nn.Module) else v for v in mine[:2])
+            ref_opts = (torch.optim.Adam(ref[0].parameters(), lr=1e-3, betas=(0.5, 0.999)),
+                        torch.optim.Adam(ref[1].parameters(), lr=1e-3, betas=(0.5, 0.999)))
+            case = f"(seed {seed}, saturating={saturating})"
+            try:
+                out = step_fn(*mine, saturating=saturating)
+            except NotImplementedError:
+                raise
+            except Exception as err:
+                raise CheckFailed(f"✗ gan_step raised {type(err).__name__}: {err} {case}. If the message says a "
+                                  "variable 'has been modified by an inplace operation', the generator's loss "
+                                  "used D's output from before D's update: call D(fake) again after "
+                                  "opt_D.step().") from err
+            expected = gan_step(ref[0], ref[1], ref_opts[0], ref_opts[1], mine[4], mine[5], saturating=saturating)
+            if not isinstance(out, dict) or not {"loss_D", "loss_G"} <= set(out):
+                raise CheckFailed("✗ gan_step must return a dict with the two losses, "
+                                  f"{{'loss_D': ..., 'loss_G': ...}}, got {type(out).__name__}.")
+            if abs(_number(out["loss_D"]) - float(expected["loss_D"])) > 1e-5:
+                raise CheckFailed(f"✗ the discriminator loss is {_number(out['loss_D']):.5f}, expected "
+                                  f"{float(expected['loss_D']):.5f} {case}: compute it on D(x_real) and "
+                                  "D(fake.detach()) before any update.")
+            if _max_gap(mine[1], ref[1]) > 1e-5:
+                raise CheckFailed(f"✗ D's weights after the step differ from the reference {case}: zero opt_D's "
+                                  "gradients, back-propagate L_D, then opt_D.step() — before the generator's turn.")
+            if abs(_number(out["loss_G"]) - float(expected["loss_G"])) > 1e-5:
+                raise CheckFailed(f"✗ the generator loss is {_number(out['loss_G']):.5f}, expected "
+                                  f"{float(expected['loss_G']):.5f} {case}: compute it as "
+                                  "generator_loss(D(fake), saturating) with the *updated* D.")
+            if _max_gap(mine[0], ref[0]) > 1e-5:
+                raise CheckFailed(f"✗ G's weights after the step differ from the reference {case}: zero opt_G's "
+                                  "gradients (the discriminator's step may have left some), back-propagate L_G, "
+                                  "then opt_G.step().")
+    print(f"✓ gan_step matches the reference: same losses and same weights of D and G after one step, "
+          f"on {2 * len(seeds)} test cases.")
