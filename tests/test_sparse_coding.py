@@ -8,9 +8,10 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso
 
-from unsuplab.models.sparse_coding import (SparseCoding, denoise, dictionary_step_bcd, dictionary_step_pgd, fista,
-                                           image_to_patches, inpaint, ista, ista_step, lipschitz_constant,
-                                           normalize_atoms, objective, patches_to_image, psnr, soft_threshold)
+from unsuplab.models.sparse_coding import (SparseCoding, denoise, dictionary_step_bcd, dictionary_step_pgd,
+                                           fill_by_local_mean, fista, image_to_patches, inpaint, ista, ista_step,
+                                           lipschitz_constant, normalize_atoms, objective, orientation_coherence,
+                                           patches_to_image, psnr, soft_threshold)
 
 
 def random_problem(m=20, K=40, n=30, seed=0):
@@ -199,3 +200,29 @@ def test_denoise_and_inpaint_exact_cases():
     assert torch.allclose(filled, flat, atol=1e-6)
     with pytest.raises(ValueError, match="do not cover an image"):
         denoise(torch.rand(13, 12), D, 0.1, stride=2)
+
+
+def test_orientation_coherence_exact_cases():
+    ramp = torch.arange(8.0)
+    vertical_edge = (ramp[None, :] > 3.5).float().expand(8, 8)          # every gradient horizontal
+    diagonal = torch.cos(0.7 * (ramp[:, None] + ramp[None, :]))           # a grating at 45 degrees
+    bump = torch.exp(-((ramp[:, None] - 3.5) ** 2 + (ramp[None, :] - 3.5) ** 2) / 4)  # round: no direction
+    c = orientation_coherence(torch.stack([vertical_edge, diagonal, bump]).reshape(3, 64))
+    assert c[0].item() == pytest.approx(1.0) and c[1].item() == pytest.approx(1.0)
+    assert c[2].item() < 0.05
+    with pytest.raises(ValueError, match="not square"):
+        orientation_coherence(torch.randn(2, 10))
+
+
+def test_fill_by_local_mean():
+    image = torch.arange(25.0).reshape(5, 5)
+    observed = torch.ones(5, 5)
+    observed[2, 2] = 0                           # neighbours of the centre average to its value
+    observed[0, 0] = 0
+    filled = fill_by_local_mean(image, observed)
+    assert filled[2, 2].item() == pytest.approx(12.0)
+    assert filled[0, 0].item() == pytest.approx((1 + 5 + 6) / 3)
+    assert torch.equal(filled[observed > 0], image[observed > 0])
+    lonely = torch.zeros(7, 7)
+    lonely[0, 0] = 1                             # one known pixel: the window widens until it sees it
+    assert torch.equal(fill_by_local_mean(torch.full((7, 7), 0.5), lonely), torch.full((7, 7), 0.5))

@@ -208,8 +208,9 @@ def dictionary_step_bcd(D: torch.Tensor, A: torch.Tensor, B: torch.Tensor, *,
     D = D.clone()
     diag = A.diagonal()
     unused = diag <= min_usage
+    skip = unused.tolist()                         # one transfer, not one per atom, when D is on a GPU
     for k in range(D.shape[1]):                    # sequential: atom k sees the atoms already updated
-        if unused[k]:
+        if skip[k]:
             continue
         u = D[:, k] + (B[:, k] - D @ A[:, k]) / diag[k]   # (m,)
         D[:, k] = u / u.norm().clamp_min(1e-12)
@@ -368,6 +369,26 @@ class SparseCoding:
         return self
 
 
+def orientation_coherence(atoms: torch.Tensor) -> torch.Tensor:
+    """How oriented each square atom is, in [0, 1]: (K, m) -> (K,).
+
+    From the structure tensor J = sum over pixels of g g^T, with g the gradient of each 2 x 2 block, the
+    coherence is (mu_1 - mu_2) / (mu_1 + mu_2) for J's eigenvalues mu_1 >= mu_2: 1 when every gradient
+    points the same way (an edge, a bar, a grating), near 0 for a pattern with no preferred direction.
+    """
+    K, m = atoms.shape
+    p = math.isqrt(m)
+    if p * p != m:
+        raise ValueError(f"atoms of {m} pixels are not square patches: expected m = p * p.")
+    a = atoms.reshape(K, p, p).double()
+    # gradients at the centres of 2 x 2 blocks, so that gx and gy of white noise are uncorrelated
+    dx, dy = a.diff(dim=2), a.diff(dim=1)             # (K, p, p-1), (K, p-1, p)
+    gx = (dx[:, 1:, :] + dx[:, :-1, :]) / 2           # (K, p-1, p-1)
+    gy = (dy[:, :, 1:] + dy[:, :, :-1]) / 2           # (K, p-1, p-1)
+    jxx, jyy, jxy = (gx * gx).sum((1, 2)), (gy * gy).sum((1, 2)), (gx * gy).sum((1, 2))
+    return (((jxx - jyy) ** 2 + 4 * jxy ** 2).sqrt() / (jxx + jyy).clamp_min(1e-12)).to(atoms.dtype)
+
+
 # ----------------------------------------------------------------------------------------------
 # Uses: denoising and inpainting whole images, patch by patch
 # ----------------------------------------------------------------------------------------------
@@ -400,6 +421,26 @@ def patches_to_image(patches: torch.Tensor, shape: tuple[int, int], p: int, stri
     total = F.fold(patches.T[None], (H, W), p, stride=stride)                      # (1, 1, H, W)
     count = F.fold(torch.ones_like(patches).T[None], (H, W), p, stride=stride)
     return (total / count.clamp_min(1))[0, 0]
+
+
+def fill_by_local_mean(image, observed, size: int = 3) -> torch.Tensor:
+    """A baseline for inpainting: each missing pixel becomes the mean of the observed pixels in the
+    ``size`` x ``size`` window around it (widened until it holds one); observed pixels are kept."""
+    image = torch.as_tensor(image, dtype=torch.float32)
+    observed = torch.as_tensor(observed).to(image.dtype)
+    filled = image * observed
+    known = observed.clone()
+    while size <= max(image.shape) * 2 + 1:
+        box = torch.ones(1, 1, size, size, dtype=image.dtype)
+        total = F.conv2d((image * observed)[None, None], box, padding=size // 2)[0, 0]
+        count = F.conv2d(observed[None, None], box, padding=size // 2)[0, 0]
+        take = (known == 0) & (count > 0)
+        filled = torch.where(take, total / count.clamp_min(1), filled)
+        known = torch.where(take, torch.ones_like(known), known)
+        if bool((known > 0).all()):
+            break
+        size += 2
+    return filled
 
 
 def _grid_stride(H: int, W: int, p: int, stride: int) -> None:
