@@ -14,6 +14,15 @@ from unsuplab.models.sparse_coding import (SparseCoding, denoise, dictionary_ste
                                            patches_to_image, psnr, soft_threshold)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These problems are tiny: one thread is faster, and immune to a busy machine's oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def random_problem(m=20, K=40, n=30, seed=0):
     g = torch.Generator().manual_seed(seed)
     D = normalize_atoms(torch.randn(m, K, generator=g, dtype=torch.float64))
@@ -226,3 +235,22 @@ def test_fill_by_local_mean():
     lonely = torch.zeros(7, 7)
     lonely[0, 0] = 1                             # one known pixel: the window widens until it sees it
     assert torch.equal(fill_by_local_mean(torch.full((7, 7), 0.5), lonely), torch.full((7, 7), 0.5))
+
+
+def test_benchmark_script_runs_and_scores_both_dictionaries_alike(tmp_path):
+    # a tiny run of benchmarks/sparse_coding_vs_sklearn.py: the measured numbers come from bigger runs
+    import json
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sparse_coding_vs_sklearn.py"
+    bench = runpy.run_path(str(script))
+    out = tmp_path / "bench.json"
+    bench["main"](["--n-train", "64", "--n-test", "32", "--atoms", "8", "--epochs", "1", "--batch-size", "32",
+                   "--sk-batch-size", "32", "--eval-iter", "300", "--check-n", "16", "--threads", "1", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["encoder_check_max_relative_gap"] < 1e-4      # our encoder reaches sklearn's Lasso optimum
+    assert result["ours_atom_norms"] == [1.0, 1.0]
+    assert result["sklearn_atom_norms"][1] <= 1.0 + 1e-6
+    for key in ("sklearn_fit_seconds", "ours_fit_seconds", "sklearn_objective_train", "ours_objective_test"):
+        assert result[key] > 0
