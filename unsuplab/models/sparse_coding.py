@@ -105,7 +105,7 @@ def objective(x: torch.Tensor, D: torch.Tensor, z: torch.Tensor, lam: float, *,
 
 def lipschitz_constant(D: torch.Tensor) -> float:
     """L = ||D||_2^2, the largest eigenvalue of D^T D: the gradient of 1/2||x - Dz||^2 is L-Lipschitz."""
-    G = (D.T @ D).double().cpu()          # (K, K); tiny, and eigvalsh is robust in float64 on the CPU
+    G = (D.T @ D).cpu().double()          # (K, K); tiny, and eigvalsh is robust in float64 on the CPU
     return float(torch.linalg.eigvalsh(G)[-1])
 
 
@@ -223,7 +223,7 @@ def dictionary_step_pgd(D: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> tu
     The gradient of eq. 2.5 with respect to D is D A - B (m, K); Pi rescales each column to unit norm.
     Fully vectorised (no loop over atoms), but not an exact minimisation. Same returns as the BCD step.
     """
-    step = 1.0 / max(float(torch.linalg.eigvalsh(A.double().cpu())[-1]), 1e-12)
+    step = 1.0 / max(float(torch.linalg.eigvalsh(A.cpu().double())[-1]), 1e-12)
     unused = A.diagonal() <= 1e-8
     D_new = normalize_atoms(D - step * (D @ A - B))
     return torch.where(unused[None, :], D, D_new), unused
@@ -370,7 +370,7 @@ class SparseCoding:
 
 
 def orientation_coherence(atoms: torch.Tensor) -> torch.Tensor:
-    """How oriented each square atom is, in [0, 1]: (K, m) -> (K,).
+    """How oriented each square atom is, in [0, 1]: (K, m) -> (K,), float32 on the CPU.
 
     From the structure tensor J = sum over pixels of g g^T, with g the gradient of each 2 x 2 block, the
     coherence is (mu_1 - mu_2) / (mu_1 + mu_2) for J's eigenvalues mu_1 >= mu_2: 1 when every gradient
@@ -380,13 +380,13 @@ def orientation_coherence(atoms: torch.Tensor) -> torch.Tensor:
     p = math.isqrt(m)
     if p * p != m:
         raise ValueError(f"atoms of {m} pixels are not square patches: expected m = p * p.")
-    a = atoms.reshape(K, p, p).double()
+    a = atoms.detach().cpu().double().reshape(K, p, p)    # float64 on the CPU (MPS has no float64)
     # gradients at the centres of 2 x 2 blocks, so that gx and gy of white noise are uncorrelated
     dx, dy = a.diff(dim=2), a.diff(dim=1)             # (K, p, p-1), (K, p-1, p)
     gx = (dx[:, 1:, :] + dx[:, :-1, :]) / 2           # (K, p-1, p-1)
     gy = (dy[:, :, 1:] + dy[:, :, :-1]) / 2           # (K, p-1, p-1)
     jxx, jyy, jxy = (gx * gx).sum((1, 2)), (gy * gy).sum((1, 2)), (gx * gy).sum((1, 2))
-    return (((jxx - jyy) ** 2 + 4 * jxy ** 2).sqrt() / (jxx + jyy).clamp_min(1e-12)).to(atoms.dtype)
+    return (((jxx - jyy) ** 2 + 4 * jxy ** 2).sqrt() / (jxx + jyy).clamp_min(1e-12)).float()
 
 
 # ----------------------------------------------------------------------------------------------
