@@ -255,7 +255,7 @@ class SparseCoding:
         Block-coordinate descent (eq. 2.6) or projected gradient (eq. 2.7) for the dictionary.
     forget : float
         rho of the forgetting factor beta_t = (1 - 1/t)^rho applied to A and B before batch t is
-        added (Mairal et al. 2010, sec. 3.4.3): 0 keeps every batch with equal weight, larger values
+        added (in the spirit of Mairal et al. 2010): 0 keeps every batch with equal weight, larger values
         forget the codes computed with early, poor dictionaries faster.
     seed : int
         Seed of the initial atoms (random training patches) and of the batch order.
