@@ -25,6 +25,9 @@ COURSE_ORDER = ["01_baselines", "02_sparse_coding", "03_rbm_dbn", "04_autoencode
 SMOKE_EXPECTATIONS = {
     "01_baselines": {"knn_acc_raw": 0.80, "linear_acc_raw": 0.75, "knn_acc_pca50": 0.80, "linear_acc_kmeans": 0.70,
                      "kmeans10_cluster_accuracy": 0.35, "kmeans10_nmi": 0.25},
+    # random Gaussian atoms have a coherence near 0.2; the noisy and holed images score about 20 and 5 dB
+    "02_sparse_coding": {"atom_coherence": 0.45, "psnr_denoised": 25.0, "psnr_inpainted": 26.0,
+                         "linear_acc_codes": 0.70, "knn_acc_codes": 0.60},
     # log-likelihoods in nats per digit: an untrained VAE scores about -543 (784 log 1/2), a smoke run about
     # -215; the importance-weighted estimate must lie above the ELBO of the same digits (gap >= 0).
     "05_vae": {"test_log_px_iw": -320.0, "test_elbo_iw_digits": -330.0, "iw_gap": 0.0},

@@ -1,5 +1,9 @@
 """The models of each chapter, one family per file, read top to bottom like the chapter.
 
-``baselines``  PCA and K-means (chapter 1)
-``vae``        VAE, importance-weighted likelihood, beta-VAE, VQ-VAE (chapter 5)
+``baselines``         PCA and K-means (chapter 1)
+``sparse_coding``     ISTA, FISTA and online dictionary learning (chapter 2)
+``vae``               VAE, importance-weighted likelihood, beta-VAE, VQ-VAE (chapter 5)
+``gan``               the GAN game, DCGAN, InfoGAN, CycleGAN (chapter 6)
+``mnist_classifier``  the course's own MNIST feature net for Fréchet distances (chapter 6)
+``ebm``               energy-based models and Langevin sampling (chapter 10)
 """
