@@ -91,7 +91,7 @@ def _check_dictionary(D: torch.Tensor) -> None:
 
 
 def soft_threshold(v: torch.Tensor, tau) -> torch.Tensor:
-    """Eq. 2.2: S_tau(v) = sign(v) * max(|v| - tau, 0), elementwise (the prox of tau * ||.||_1)."""
+    """Eq. 2.2: ``S_tau(v) = sign(v) * max(|v| - tau, 0)``, elementwise (the prox of ``tau * ||.||_1``)."""
     return v.sign() * (v.abs() - tau).clamp_min(0)
 
 
