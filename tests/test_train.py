@@ -216,3 +216,12 @@ def test_amp_is_off_on_the_cpu():
 def test_progress_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("UNSUPLAB_PROGRESS", "0")
     assert train.progress(range(3)).disable
+
+
+def test_progress_accepts_disable_when_the_environment_turns_bars_off(monkeypatch):
+    # fit() passes disable=...; with UNSUPLAB_PROGRESS=0 (as in `make test`) that must not clash
+    monkeypatch.setenv("UNSUPLAB_PROGRESS", "0")
+    assert train.progress(range(3), disable=False).disable
+    monkeypatch.setenv("UNSUPLAB_PROGRESS", "1")
+    assert train.progress(range(3), disable=True).disable
+    assert not train.progress(range(3), disable=False).disable
