@@ -3,6 +3,7 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -221,3 +222,20 @@ def test_base_rate_bias_is_the_smoothed_log_odds():
     p = torch.tensor([4 / 5, 2 / 5])
     assert torch.allclose(base_rate_bias(x), torch.log(p / (1 - p)))
     assert math.isfinite(base_rate_bias(torch.ones(3, 2)).sum().item())
+
+
+def test_digits_nudged_are_the_digits_and_their_one_pixel_shifts():
+    from unsuplab.data import digits, digits_nudged
+
+    x, y = digits_nudged()
+    x0, y0 = digits()
+    n = len(x0)
+    assert x.shape == (5 * n, 64) and y.shape == (5 * n,) and x.dtype == np.float32
+    assert x.min() >= 0 and x.max() < 1 and (y[:n] == y0).all() and (y[n:2 * n] == y0).all()
+    # the first block is the digits themselves, rescaled; each other block is a one-pixel shift of them
+    on = (x0 > 0).reshape(-1, 8, 8)
+    shifts = [(x[b * n:(b + 1) * n] > 0).reshape(-1, 8, 8) for b in range(5)]
+    assert (shifts[0] == on).all()
+    moved = {(dy, dx) for b in range(1, 5) for dy, dx in [(-1, 0), (1, 0), (0, -1), (0, 1)]
+             if (np.roll(on, (dy, dx), axis=(1, 2))[:, 1:-1, 1:-1] == shifts[b][:, 1:-1, 1:-1]).all()}
+    assert len(moved) == 4

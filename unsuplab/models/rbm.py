@@ -154,7 +154,10 @@ class RBM(nn.Module):
         """
         if k < 1:
             raise ValueError(f"k, the number of Gibbs steps, must be >= 1, got {k}.")
-        v = _visible(v, self.n_visible)
+        return self._gibbs(_visible(v, self.n_visible), k, return_probs)
+
+    def _gibbs(self, v: torch.Tensor, k: int, return_probs: bool = False):
+        """:meth:`gibbs` without the input checks (they synchronise a GPU), for the training loop."""
         for _ in range(k):
             h = self.sample_h(v)       # (N, D) -> (N, H)
             p_v = self.p_v_given_h(h)  # (N, H) -> (N, D)
@@ -163,7 +166,7 @@ class RBM(nn.Module):
 
     # -- exact answers for small models ---------------------------------------------------------
     @torch.no_grad()
-    def log_z_exact(self, max_units: int = 24, chunk: int = 2**16) -> float:
+    def log_z_exact(self, max_units: int = 24, chunk: int = 4096) -> float:
         """log Z by enumerating all states of the smaller layer (eq. 3.2), in float64.
 
         Summing out the other layer in closed form, Z = sum_v exp(-F(v)) = sum_h exp(c^T h +
@@ -259,7 +262,7 @@ def train_rbm(rbm: RBM, x: torch.Tensor, *, epochs: int, batch_size: int = 100, 
             with torch.no_grad():
                 h0 = rbm.sample_h(v0)
                 sq_error += ((v0 - rbm.p_v_given_h(h0)) ** 2).sum(1).mean()  # a tensor: no sync per step
-                vk = rbm.gibbs(chains if persistent else v0, k)                  # (B, D) negative phase
+                vk = rbm._gibbs(chains if persistent else v0, k)                 # (B, D) negative phase
                 if persistent:
                     chains = vk
                 dW, db, dc = cd_gradient(rbm, v0, vk)
