@@ -33,6 +33,11 @@ SMOKE_EXPECTATIONS = {
     "05_vae": {"test_log_px_iw": -320.0, "test_elbo_iw_digits": -330.0, "iw_gap": 0.0},
     # smoke trains each GAN for a few steps only: the bars check the pipeline, not the samples
     "06_gan": {"feature_net_test_acc": 0.20, "toy_grad_ratio_ns_over_sat": 10.0},
+    # smoke trains for a few dozen updates: the RBMs stay near the independent-pixel model (about -202
+    # nats), so the floors catch a broken AIS or free energy (NaN, or hundreds of nats off), not learning.
+    "03_rbm_dbn": {"rbm_pcd_test_logprob": -230.0, "rbm_cd1_test_logprob": -230.0, "dbn_test_acc": 0.25,
+                   "mlp_test_acc": 0.2, "digits_acc_raw": 0.6, "digits_acc_rbm_unsuplab": 0.3,
+                   "digits_acc_rbm_sklearn": 0.3},
 }
 
 pytestmark = pytest.mark.notebook

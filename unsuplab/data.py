@@ -939,3 +939,30 @@ def sprites(n: int, *, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, tor
     g = torch.Generator().manual_seed(int(seed))
     factors = torch.stack([torch.randint(k, (int(n),), generator=g) for k in SPRITE_FACTOR_SIZES], dim=1)
     return render_sprites(factors, size), factors
+# scikit-learn's digits, nudged (chapter 3's classic RBM-features pipeline)
+# ----------------------------------------------------------------------------------------------
+
+
+def digits_nudged() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits and their four one-pixel shifts, as in scikit-learn's example
+    "Restricted Boltzmann Machine features for digit classification": ``x`` float32 (8985, 64), ``y``
+    int64 (8985,).
+
+    The 1,797 images of :func:`digits` come first, then the same images moved by one pixel in each
+    of four directions (zeros fill the gap; ``scipy.ndimage.convolve`` with the example's four
+    kernels), and every pixel is scaled to [0, 1) by ``(x - min) / (max + 0.0001)`` over all
+    8,985 images (the example's scaling, on the original 0..16 counts). Shifted copies of one digit
+    are separate rows, so a random train/test split puts some of them on both sides.
+    """
+    from scipy.ndimage import convolve
+
+    x, y = digits()
+    x = x * 16.0                                      # back to the original counts 0..16 (exact)
+    kernels = [[[0, 1, 0], [0, 0, 0], [0, 0, 0]], [[0, 0, 0], [1, 0, 0], [0, 0, 0]],
+               [[0, 0, 0], [0, 0, 1], [0, 0, 0]], [[0, 0, 0], [0, 0, 0], [0, 1, 0]]]
+    images = x.reshape(-1, 8, 8)
+    shifted = [np.stack([convolve(image, np.array(k, dtype=x.dtype), mode="constant") for image in images])
+               .reshape(len(x), 64) for k in kernels]
+    x = np.concatenate([x, *shifted])                 # (5 * 1797, 64)
+    x = (x - x.min(0)) / (x.max(0) + 0.0001)
+    return x.astype(np.float32), np.concatenate([y] * 5)
