@@ -289,7 +289,7 @@ def test_unigram_baseline_by_hand():
     labels[0, :3] = torch.tensor([5, 6, 7])
     out = B.unigram_baseline(train_ids, 8, [{"labels": labels}])
     p = {5: 4 / 7, 6: 2 / 7, 7: 1 / 7}                    # counts (3, 1, 0) + 1 each
-    assert out["unigram_acc"] == pytest.approx(1 / 3)
+    assert out["unigram_acc"] == pytest.approx(1 / 3) and out["most_frequent_id"] == 5
     assert out["unigram_ppl"] == pytest.approx(math.exp(-(math.log(p[5]) + math.log(p[6]) + math.log(p[7])) / 3))
 
 

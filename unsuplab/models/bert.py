@@ -394,6 +394,7 @@ def masking_report(mask_fn: Callable, vocab_size: int = 1000, shape: tuple[int, 
     real = ids >= N_SPECIAL
     n_chosen = max(int(chosen.sum()), 1)
     return {
+        "n_tokens": ids.numel(),
         "input_unchanged": bool(torch.equal(ids, before)),
         "shapes_ok": inputs.shape == ids.shape and labels.shape == ids.shape,
         "chosen_fraction": float(chosen.sum() / real.sum()),
@@ -748,15 +749,15 @@ def evaluate_mlm(model: BertForPretraining, batches: Sequence[dict[str, torch.Te
 def unigram_baseline(train_ids: torch.Tensor, vocab_size: int, batches: Sequence[dict[str, torch.Tensor]]
                      ) -> dict[str, float]:
     """The context-free baseline on the same masked positions: always predict the most frequent
-    token (accuracy), and score each target by its frequency in ``train_ids`` (perplexity, with
-    add-one smoothing over the non-special tokens)."""
+    token (accuracy; its id is ``most_frequent_id``), and score each target by its frequency in
+    ``train_ids`` (perplexity, with add-one smoothing over the non-special tokens)."""
     counts = torch.bincount(train_ids.flatten().cpu(), minlength=vocab_size).double()
     counts[:N_SPECIAL] = 0.0
     counts[N_SPECIAL:] += 1.0
     log_p = (counts / counts.sum()).log()
     targets = torch.cat([b["labels"][b["labels"] != IGNORE_INDEX].cpu() for b in batches])
     return {"unigram_acc": float((targets == counts.argmax()).double().mean()),
-            "unigram_ppl": math.exp(float(-log_p[targets].mean()))}
+            "unigram_ppl": math.exp(float(-log_p[targets].mean())), "most_frequent_id": int(counts.argmax())}
 
 
 def finetune(model: BertClassifier, input_ids: torch.Tensor, labels: torch.Tensor, *, epochs: int,
