@@ -613,11 +613,19 @@ class BertClassifier(nn.Module):
     """A sequence classifier on a BERT encoder: pooler on the [CLS] state, dropout, a linear layer.
 
     Pass ``pretrained`` (a :class:`BertForPretraining`) to start from its encoder and pooler (copied),
-    or nothing to start from a random initialisation of the same architecture.
+    or nothing to start from a random initialisation of the same architecture. With ``pool="mean"``
+    the pooler reads the mean of the final states of the non-padding tokens instead of [CLS].
     """
 
-    def __init__(self, cfg: BertConfig, n_classes: int, pretrained: BertForPretraining | None = None):
+    pool = "cls"
+
+    def __init__(self, cfg: BertConfig, n_classes: int, pretrained: BertForPretraining | None = None,
+                 pool: str | None = None):
         super().__init__()
+        if pool is not None:
+            if pool not in ("cls", "mean"):
+                raise ValueError(f"pool must be 'cls' (the [CLS] state, as in BERT) or 'mean', got {pool!r}.")
+            self.pool = pool
         self.encoder = BertEncoder(cfg)
         self.pooler = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.Tanh())
         self.drop = nn.Dropout(cfg.dropout)
@@ -629,7 +637,12 @@ class BertClassifier(nn.Module):
 
     def forward(self, input_ids, segment_ids=None):
         h = self.encoder(input_ids, segment_ids)                              # (B, T, D)
-        return self.head(self.drop(self.pooler(h[:, 0])))                     # (B, C)
+        if self.pool == "mean":
+            keep = (input_ids != PAD_ID).to(h.dtype)[..., None]               # (B, T, 1)
+            summary = (h * keep).sum(1) / keep.sum(1)                         # (B, D)
+        else:
+            summary = h[:, 0]                                                 # the [CLS] state
+        return self.head(self.drop(self.pooler(summary)))                     # (B, C)
 
 
 # ----------------------------------------------------------------------------------------------
