@@ -344,6 +344,13 @@ def test_classifier_starts_from_the_pretrained_encoder_and_fine_tunes():
     ids = torch.randint(B.N_SPECIAL, 50, (24, 10))
     ids[:, 0] = B.CLS_ID
     y = ids[:, 1] % 3                                                       # learnable from one token
+    mean = B.BertClassifier(cfg, 3, pretrained=pre, pool="mean").eval()
+    with torch.no_grad():  # mean pooling ignores [PAD]: extra padding leaves the logits unchanged
+        x = torch.tensor([[B.CLS_ID, 7, 8, B.SEP_ID]])
+        torch.testing.assert_close(mean(x), mean(torch.cat([x, torch.zeros(1, 3, dtype=torch.long)], 1)),
+                                   atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="pool must be"):
+        B.BertClassifier(cfg, 3, pool="max")
     losses = B.finetune(warm, ids, y, epochs=30, batch_size=8, lr=3e-3)
     assert losses[-1] < losses[0] and (B.predict(warm, ids) == y).float().mean() > 0.6
     assert B.sentence_features(warm.encoder, ids).shape == (24, 16)
