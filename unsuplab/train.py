@@ -61,8 +61,9 @@ def progress(iterable: Iterable | None = None, **kwargs):
     """``tqdm.auto.tqdm`` (a widget in notebooks, text in a terminal), off when ``UNSUPLAB_PROGRESS=0``."""
     from tqdm.auto import tqdm
 
-    disable = os.environ.get(PROGRESS_ENV, "1").strip().lower() in ("0", "false", "no", "off")
-    return tqdm(iterable, disable=disable or kwargs.pop("disable", False), **kwargs)
+    off = os.environ.get(PROGRESS_ENV, "1").strip().lower() in ("0", "false", "no", "off")
+    disable = kwargs.pop("disable", False) or off  # pop first: `off or pop(...)` would leave it in kwargs
+    return tqdm(iterable, disable=disable, **kwargs)
 
 
 def to_device(batch: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
