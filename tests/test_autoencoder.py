@@ -80,6 +80,15 @@ def test_losses_equal_their_formulas():
     assert torch.allclose(reconstruction_loss(ae, x, loss="se"), squared_error(ae(x), x))
 
 
+def test_losses_and_penalties_sum_half_precision_in_float32():
+    # under mixed precision (bfloat16 on a GPU) a sum over 784 pixels must not be done in bfloat16
+    x, x_hat = torch.rand(4, 784), torch.rand(4, 784)
+    assert squared_error(x_hat.bfloat16(), x.bfloat16()).dtype == torch.float32
+    assert binary_cross_entropy(x_hat.bfloat16(), x.bfloat16()).dtype == torch.float32
+    assert kl_sparsity_penalty(x_hat.bfloat16(), 0.1).dtype == torch.float32
+    assert squared_error(x_hat.double(), x.double()).dtype == torch.float64  # wider types are kept
+
+
 # ------------------------------------------------------------------ linear autoencoder = PCA (eq. 4.4)
 
 def test_linear_autoencoder_with_squared_error_recovers_the_pca_subspace():

@@ -65,6 +65,11 @@ def _activation(name: str | None, what: str) -> Callable[[torch.Tensor], torch.T
     return ACTIVATIONS[key]
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """float32 for half-precision tensors (under mixed precision), others unchanged: sums stay accurate."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def _check_loss(loss: str, model: nn.Module | None = None) -> str:
     if loss not in LOSSES:
         raise ValueError(f"loss must be 'bce' (binary cross-entropy, eq. 4.3) or 'se' (squared error, "
@@ -237,10 +242,11 @@ class TensorBatches:
 # ----------------------------------------------------------------------------------------------
 
 def squared_error(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """l_SE(x, x_hat) = sum_d (x_d - x_hat_d)^2, eq. 4.2: (B, ...) , (B, ...) -> (B,)."""
+    """l_SE(x, x_hat) = sum_d (x_d - x_hat_d)^2, eq. 4.2: (B, ...) , (B, ...) -> (B,). Summed in float32,
+    also under mixed precision (a bfloat16 sum over 784 pixels keeps only two or three digits)."""
     if x_hat.shape != x.shape:
         x_hat = x_hat.reshape(x.shape)
-    return (x_hat - x).pow(2).reshape(len(x), -1).sum(1)
+    return (_wide(x_hat) - _wide(x)).pow(2).reshape(len(x), -1).sum(1)
 
 
 def binary_cross_entropy(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -248,7 +254,7 @@ def binary_cross_entropy(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     logits ``a`` (stable for any a): (B, ...), (B, ...) with x in [0, 1] -> (B,)."""
     if a.shape != x.shape:
         a = a.reshape(x.shape)
-    return F.binary_cross_entropy_with_logits(a, x, reduction="none").reshape(len(x), -1).sum(1)
+    return F.binary_cross_entropy_with_logits(_wide(a), _wide(x), reduction="none").reshape(len(x), -1).sum(1)
 
 
 def reconstruction_loss(model: nn.Module, x: torch.Tensor, *, loss: str = "bce",
@@ -268,7 +274,7 @@ def reconstruction_loss(model: nn.Module, x: torch.Tensor, *, loss: str = "bce",
 
 def l1_penalty(h: torch.Tensor) -> torch.Tensor:
     """sum_j |h_j| averaged over the batch, eq. 4.5 (without its weight lambda): (B, k) -> scalar."""
-    return h.abs().sum(1).mean()
+    return _wide(h).abs().sum(1).mean()
 
 
 def kl_bernoulli(rho: float | torch.Tensor, rho_hat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -292,7 +298,7 @@ def kl_sparsity_penalty(h: torch.Tensor, rho: float) -> torch.Tensor:
         raise ValueError(f"the KL sparsity penalty reads activations as firing probabilities in [0, 1], got "
                          f"values in [{h.min().item():.3g}, {h.max().item():.3g}]: use sigmoid code units "
                          "(code_activation='sigmoid'), or the L1 penalty for other units.")
-    rho_hat = h.mean(0)                                     # (k,) average activation of each unit
+    rho_hat = _wide(h).mean(0)                              # (k,) average activation of each unit
     return kl_bernoulli(rho, rho_hat).sum()
 
 
