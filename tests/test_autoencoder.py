@@ -98,14 +98,14 @@ def test_linear_autoencoder_with_squared_error_recovers_the_pca_subspace():
     scales = torch.tensor([3.0, 2.0, 0.5, 0.4, 0.3, 0.2])           # a clear gap after the 2nd direction
     x = (torch.randn(n, d, generator=g) * scales) @ basis.T + 1.0
     ae = Autoencoder(d, (), k, activation=None, code_activation=None, output="linear")
-    train_autoencoder(ae, x, epochs=600, batch_size=n, lr=0.02, loss="se", progress_bar=False)
+    train_autoencoder(ae, x, epochs=200, batch_size=n, lr=0.05, loss="se", progress_bar=False)  # full batch
     pca = PCA(k).fit(x)
     angles = principal_angles(ae.decoder[0].weight.detach(), pca.components_.T)
-    assert angles.max().item() < 0.02, f"principal angles {angles.tolist()}"
+    assert angles.max().item() < 0.01, f"principal angles {angles.tolist()}"
     # and the reconstruction error reaches PCA's: the sum of the discarded eigenvalues
     err_ae = squared_error(ae(x).detach(), x).mean().item()
     err_pca = squared_error(pca.inverse_transform(pca.transform(x)), x).mean().item()
-    assert err_ae == pytest.approx(err_pca, rel=1e-3)
+    assert err_ae == pytest.approx(err_pca, rel=2e-3)
     assert err_pca == pytest.approx(PCA().fit(x).explained_variance_[k:].sum().item() * (n - 1) / n, rel=1e-4)
 
 
