@@ -41,6 +41,8 @@ SMOKE_EXPECTATIONS = {
     # BERT in smoke: 12 steps of a tiny model, so the MLM accuracy is about the unigram one (7%) and the
     # fine-tuned models are at chance (17%); TF-IDF and the probe show that the data and labels are sound.
     "08_bert": {"unigram_acc": 0.03, "mlm_acc": 0.03, "nsp_acc": 0.3, "tfidf_acc": 0.4, "probe_acc_pretrained": 0.25},
+    # one epoch on 1,000 digits: the codes must carry some class information (chance is 10%)
+    "04_autoencoders": {"knn_acc_pca": 0.6, "linear_acc_pca": 0.55, "knn_acc_ae": 0.2, "linear_acc_ae": 0.25},
 }
 
 pytestmark = pytest.mark.notebook

@@ -3,6 +3,7 @@
 ``baselines``         PCA and K-means (chapter 1)
 ``sparse_coding``     ISTA, FISTA and online dictionary learning (chapter 2)
 ``rbm``               RBMs, CD-k and PCD, annealed importance sampling, deep belief networks (chapter 3)
+``autoencoder``       undercomplete, sparse, denoising, convolutional and stacked autoencoders (chapter 4)
 ``vae``               VAE, importance-weighted likelihood, beta-VAE, VQ-VAE (chapter 5)
 ``gan``               the GAN game, DCGAN, InfoGAN, CycleGAN (chapter 6)
 ``mnist_classifier``  the course's own MNIST feature net for Fréchet distances (chapter 6)
