@@ -31,8 +31,10 @@ SMOKE_EXPECTATIONS = {
     # log-likelihoods in nats per digit: an untrained VAE scores about -543 (784 log 1/2), a smoke run about
     # -215; the importance-weighted estimate must lie above the ELBO of the same digits (gap >= 0).
     "05_vae": {"test_log_px_iw": -320.0, "test_elbo_iw_digits": -330.0, "iw_gap": 0.0},
-    # smoke trains each GAN for a few steps only: the bars check the pipeline, not the samples
-    "06_gan": {"feature_net_test_acc": 0.20, "toy_grad_ratio_ns_over_sat": 10.0},
+    # smoke trains each GAN for a few steps only: the bars check the pipeline, not the samples; the VAE row
+    # must be recorded and be a number (a NaN fails >= 0)
+    "06_gan": {"feature_net_test_acc": 0.20, "toy_grad_ratio_ns_over_sat": 10.0,
+               "fd_vae": 0.0, "vae_class_entropy": 0.0},
     # smoke trains for a few dozen updates: the RBMs stay near the independent-pixel model (about -202
     # nats), so the floors catch a broken AIS or free energy (NaN, or hundreds of nats off), not learning.
     "03_rbm_dbn": {"rbm_pcd_test_logprob": -230.0, "rbm_cd1_test_logprob": -230.0, "dbn_test_acc": 0.25,
