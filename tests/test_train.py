@@ -216,3 +216,12 @@ def test_amp_is_off_on_the_cpu():
 def test_progress_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("UNSUPLAB_PROGRESS", "0")
     assert train.progress(range(3)).disable
+
+
+def test_progress_off_by_env_and_by_caller_at_once(monkeypatch):
+    # fit() passes disable=...; with UNSUPLAB_PROGRESS=0 as well, tqdm must not get `disable` twice
+    monkeypatch.setenv("UNSUPLAB_PROGRESS", "0")
+    assert train.progress(total=3, disable=False).disable
+    assert train.progress(total=3, disable=True).disable
+    monkeypatch.setenv("UNSUPLAB_PROGRESS", "1")
+    assert train.progress(total=3, disable=True).disable

@@ -61,8 +61,9 @@ def progress(iterable: Iterable | None = None, **kwargs):
     """``tqdm.auto.tqdm`` (a widget in notebooks, text in a terminal), off when ``UNSUPLAB_PROGRESS=0``."""
     from tqdm.auto import tqdm
 
-    disable = os.environ.get(PROGRESS_ENV, "1").strip().lower() in ("0", "false", "no", "off")
-    return tqdm(iterable, disable=disable or kwargs.pop("disable", False), **kwargs)
+    off_by_env = os.environ.get(PROGRESS_ENV, "1").strip().lower() in ("0", "false", "no", "off")
+    off_by_caller = kwargs.pop("disable", False)  # popped first: `or` would skip it when the env says off
+    return tqdm(iterable, disable=off_by_env or off_by_caller, **kwargs)
 
 
 def to_device(batch: Any, device: torch.device | str, non_blocking: bool = False) -> Any:
