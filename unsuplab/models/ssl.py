@@ -157,11 +157,98 @@ def make_backbone(arch: str = "convnet", width: int = 32) -> Backbone:
 
 
 def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
-    """Move a model to ``device``; on CUDA also to channels-last memory, which tensor cores prefer."""
+    """Move a model to ``device`` in channels-last memory (N, H, W, C), which GPU tensor cores and the
+    CPU's oneDNN convolutions both run faster (on Apple's MPS the default layout is kept)."""
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type in ("cuda", "cpu"):
         return model.to(device, memory_format=torch.channels_last)
     return model.to(device)
+
+
+class Classifier(nn.Module):
+    """Trunk + one linear layer: RotNet's classifier of the 4 rotations (eq. 7.1), DeepCluster's of the
+    k pseudo-classes (eq. 7.8, re-initialised every round by ``reset_head`` because the cluster ids of
+    one round mean nothing in the next), and the supervised baseline's of the 10 classes."""
+
+    def __init__(self, backbone: Backbone, n_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, n_classes)
+
+    def reset_head(self) -> None:
+        self.head.reset_parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))  # (B, 3, H, W) -> (B, n_classes) logits
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mini-batches for data that already sit on the device, and the evaluation on frozen features
+# ----------------------------------------------------------------------------------------------
+
+class IndexBatches:
+    """Mini-batches of image numbers for a data set held as one tensor on the device: no DataLoader,
+    no worker processes. One pass is one epoch of ``len(self)`` batches of ``batch_size`` indices,
+    a fresh permutation each time (``unsuplab.train.fit`` seeds it per epoch); with ``weights`` (N,),
+    indices are drawn with replacement in proportion to them (DeepCluster's balanced sampling)."""
+
+    def __init__(self, n: int, batch_size: int, *, device: torch.device | str = "cpu",
+                 weights: torch.Tensor | None = None):
+        if batch_size > n:
+            raise ValueError(f"batch_size {batch_size} is larger than the {n} images: use a smaller batch.")
+        self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
+        self.weights = None if weights is None else weights.to(self.device, torch.float)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self):
+        count = len(self) * self.batch_size
+        if self.weights is None:
+            order = torch.randperm(self.n, device=self.device)[:count]
+        else:
+            order = torch.multinomial(self.weights, count, replacement=True)
+        return iter(order.view(len(self), self.batch_size))
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The frozen representation of images x (N, 3, H, W) in [0, 1]: ``model.features`` (or the
+    model itself for a bare trunk) in eval mode, batched, as float32 (N, D) on the model's device."""
+    device = next(model.parameters()).device
+    represent = getattr(model, "features", model)
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size].to(device)
+        if device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype(device)) if amp_dtype(device) else nullcontext():
+            out.append(represent(batch).float())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+             test_labels: torch.Tensor, *, k: int = 200, probe_iters: int = 200) -> dict[str, float]:
+    """The chapter's protocol on frozen features, the same for every method: ``knn``, the accuracy of
+    a k-NN vote weighted by exp(cos / 0.07) over the k = 200 nearest training images (Wu et al. 2018;
+    k is capped at the number of training images), and ``linear``, the linear probe of
+    ``unsuplab.metrics.linear_probe`` (L-BFGS for at most ``probe_iters`` iterations; 0 skips it).
+    Both in [0, 1]."""
+    from .. import metrics
+
+    k = min(k, len(train_features))
+    results = {"knn": metrics.knn_accuracy(train_features, train_labels, test_features, test_labels, k=k,
+                                           metric="cosine", weighted=True)}
+    if probe_iters:
+        results["linear"] = metrics.linear_probe(train_features, train_labels, test_features, test_labels,
+                                                 max_iter=probe_iters)
+    return results
 
 
 # ----------------------------------------------------------------------------------------------
@@ -253,15 +340,16 @@ def color_jitter(x: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4
 
 def random_grayscale(x: torch.Tensor, p: float = 0.2) -> torch.Tensor:
     """Replace each image by its grey version (on all 3 channels) with probability ``p``."""
-    on = (torch.rand(len(x), 1, 1, 1, device=x.device) < p).to(x.dtype)
-    return on * grayscale(x).expand_as(x) + (1 - on) * x
+    on = torch.rand(len(x), 1, 1, 1, device=x.device) < p
+    return torch.where(on, grayscale(x).expand_as(x), x)
 
 
-def simclr_augment(x: torch.Tensor, strength: float = 0.5, crop_scale: tuple[float, float] = (0.08, 1.0)
+def simclr_augment(x: torch.Tensor, strength: float = 0.5, crop_scale: tuple[float, float] = (0.2, 1.0)
                    ) -> torch.Tensor:
     """SimCLR's augmentation for CIFAR (Chen et al. 2020, appendix B.9): random resized crop and flip,
     colour jitter of strength s (brightness, contrast, saturation 0.8 s, hue 0.2 s; p = 0.8), random
-    grey (p = 0.2); no blur at this resolution. Batched on x's device: (B, 3, H, W) -> same."""
+    grey (p = 0.2); no blur at this resolution. Crops cover 20% to 100% of the image (ImageNet's 8%
+    leaves too little of a 32-pixel image). Batched on x's device: (B, 3, H, W) -> same."""
     x = random_resized_crop(x, scale=crop_scale)
     x = color_jitter(x, 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength, p=0.8)
     return random_grayscale(x, p=0.2)
@@ -282,21 +370,6 @@ def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     x_rot = torch.cat([torch.rot90(x, r, dims=(2, 3)) for r in range(4)])  # (4B, C, H, W)
     r = torch.arange(4, device=x.device).repeat_interleave(len(x))  # (4B,): 0...0 1...1 2...2 3...3
     return x_rot, r
-
-
-class RotNet(nn.Module):
-    """Trunk + a linear classifier of the 4 rotations (eq. 7.1)."""
-
-    def __init__(self, backbone: Backbone):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.feature_dim, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))  # (B, 3, H, W) -> (B, 4) logits
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -406,6 +479,11 @@ def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
     """sRGB in [0, 1] -> CIE Lab (D65 white): (B, 3, H, W) -> (B, 3, H, W) with L in [0, 100] and
     a, b roughly in [-110, 110]; the same formulas as ``skimage.color.rgb2lab``."""
     _check_images(x)
+    with torch.autocast(x.device.type, enabled=False):  # colour bins need float32, also under mixed precision
+        return _rgb_to_lab(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)
+
+
+def _rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
     linear = torch.where(x > 0.04045, ((x + 0.055) / 1.055).pow(2.4), x / 12.92)
     xyz = torch.einsum("ij,bjhw->bihw", _RGB_TO_XYZ.to(x), linear) / _WHITE_D65.to(x).view(1, 3, 1, 1)
     f = torch.where(xyz > _DELTA**3, xyz.clamp_min(1e-12).pow(1 / 3), xyz / (3 * _DELTA**2) + 4 / 29)
@@ -516,16 +594,18 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, v: torch.Tensor) -> None:
-        """Eq. (7.5): v_i <- normalize(m v_i + (1 - m) f(x_i)) for the images ``index`` of the batch."""
+        """Eq. (7.5): v_i <- normalize(m v_i + (1 - m) f(x_i)) for the images ``index`` of the batch.
+        Out of place: the loss of this step still needs the old V for its backward pass."""
         mixed = self.momentum * self.v[index] + (1 - self.momentum) * v.detach().to(self.v.dtype)
-        self.v[index] = F.normalize(mixed, dim=1)
+        self.v = self.v.index_copy(0, index, F.normalize(mixed, dim=1))
 
 
 def npid_loss(v: torch.Tensor, index: torch.Tensor, bank: MemoryBank, temperature: float = 0.07) -> torch.Tensor:
     """Eq. (7.4): -log P(i | v) with the exact non-parametric softmax over all N memory entries.
     ``v`` (B, dim) unit vectors of the batch, ``index`` (B,) their image numbers."""
-    logits = v.float() @ bank.v.T / temperature  # (B, dim) @ (dim, N) -> (B, N)
-    return F.cross_entropy(logits, index)
+    with torch.autocast(v.device.type, enabled=False):  # a softmax over N entries at 1/tau = 14: float32
+        logits = v.float() @ bank.v.float().T / temperature  # (B, dim) @ (dim, N) -> (B, N)
+        return F.cross_entropy(logits, index)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -793,84 +873,52 @@ def balanced_weights(labels: torch.Tensor, k: int) -> torch.Tensor:
     return 1.0 / counts[labels]
 
 
-class DeepClusterNet(nn.Module):
-    """Trunk + a linear classifier of the k pseudo-classes (eq. 7.8), re-initialised every round
-    because the cluster ids of one round mean nothing in the next."""
+def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_per_round: int,
+                      batch_size: int, lr: float, pca_dim: int = 64, kmeans_iters: int = 20,
+                      reassign: Callable | None = reassign_empty_clusters, balanced: bool = True,
+                      augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      labels: torch.Tensor | None = None, seed: int = 0, progress_bar: bool = True) -> dict:
+    """DeepCluster's alternation (eqs. 7.7, 7.8) for ``rounds`` rounds on images ``x`` on the device.
 
-    def __init__(self, backbone: Backbone, k: int):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.feature_dim, k)
+    Each round: frozen features of all images -> :func:`pca_whiten` -> K-means with k = the head's
+    size (:func:`kmeans_pseudo_labels`, calling ``reassign`` after every assignment step; ``None``
+    leaves empty clusters empty) -> a fresh classifier head -> ``steps_per_round`` steps of
+    cross-entropy on the pseudo-labels, sampling images in proportion to :func:`balanced_weights`
+    (``balanced``) or uniformly. ``augment`` defaults to :func:`random_crop_flip`.
 
-    def reset_head(self) -> None:
-        self.head.reset_parameters()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))  # (B, 3, H, W) -> (B, k)
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-
-# ----------------------------------------------------------------------------------------------
-# Mini-batches for data that already sit on the device, and the evaluation on frozen features
-# ----------------------------------------------------------------------------------------------
-
-class IndexBatches:
-    """Mini-batches of image numbers for a data set held as one tensor on the device: no DataLoader,
-    no worker processes. One pass is one epoch of ``len(self)`` batches of ``batch_size`` indices,
-    a fresh permutation each time (``unsuplab.train.fit`` seeds it per epoch); with ``weights`` (N,),
-    indices are drawn with replacement in proportion to them (DeepCluster's balanced sampling)."""
-
-    def __init__(self, n: int, batch_size: int, *, device: torch.device | str = "cpu",
-                 weights: torch.Tensor | None = None):
-        if batch_size > n:
-            raise ValueError(f"batch_size {batch_size} is larger than the {n} images: use a smaller batch.")
-        self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
-        self.weights = None if weights is None else weights.to(self.device, torch.float)
-
-    def __len__(self) -> int:
-        return self.n // self.batch_size
-
-    def __iter__(self):
-        count = len(self) * self.batch_size
-        if self.weights is None:
-            order = torch.randperm(self.n, device=self.device)[:count]
-        else:
-            order = torch.multinomial(self.weights, count, replacement=True)
-        return iter(order.view(len(self), self.batch_size))
-
-
-@torch.no_grad()
-def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    """The frozen representation of images x (N, 3, H, W) in [0, 1]: ``model.features`` (or the
-    model itself for a bare trunk) in eval mode, batched, as float32 (N, D) on the model's device."""
-    device = next(model.parameters()).device
-    represent = getattr(model, "features", model)
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size].to(device)
-        if device.type == "cuda":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype(device)) if amp_dtype(device) else nullcontext():
-            out.append(represent(batch).float())
-    model.train(was_training)
-    return torch.cat(out)
-
-
-def evaluate(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-             test_labels: torch.Tensor, *, k: int = 200, probe: bool = True) -> dict[str, float]:
-    """The chapter's protocol on frozen features, the same for every method: ``knn``, the accuracy of
-    a k-NN vote weighted by exp(cos / 0.07) over the k = 200 nearest training images (Wu et al. 2018;
-    k is capped at the number of training images), and ``linear``, the linear probe of
-    ``unsuplab.metrics.linear_probe``. Both in [0, 1]."""
+    Returns, per round, ``empty`` (empty clusters), ``largest`` (the share of the images in the
+    largest cluster), ``loss`` (mean training loss) and, given the true ``labels``, ``nmi`` between
+    clusters and classes (a measurement only: labels are never used for training).
+    """
     from .. import metrics
+    from ..train import fit
 
-    k = min(k, len(train_features))
-    results = {"knn": metrics.knn_accuracy(train_features, train_labels, test_features, test_labels, k=k,
-                                           metric="cosine", weighted=True)}
-    if probe:
-        results["linear"] = metrics.linear_probe(train_features, train_labels, test_features, test_labels)
-    return results
+    k = model.head.out_features
+    augment = augment or random_crop_flip
+    generator = torch.Generator().manual_seed(seed)
+    device = x.device
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    log: dict[str, list] = {"empty": [], "largest": [], "loss": [], "sizes": []}
+    if labels is not None:
+        log["nmi"] = []
+    for round_ in range(rounds):
+        codes = pca_whiten(extract_features(model, x), pca_dim)  # (N, pca_dim)
+        pseudo, _ = kmeans_pseudo_labels(codes, k, iters=kmeans_iters, reassign=reassign, generator=generator)
+        sizes = torch.bincount(pseudo, minlength=k)
+        log["empty"].append(int((sizes == 0).sum()))
+        log["largest"].append(float(sizes.max()) / len(x))
+        log["sizes"].append(sizes.sort(descending=True).values.tolist())
+        if labels is not None:
+            log["nmi"].append(metrics.nmi(labels.cpu(), pseudo.cpu()))
+        model.reset_head()  # cluster ids are renumbered every round
+        weights = balanced_weights(pseudo, k) if balanced else None
+        batches = IndexBatches(len(x), batch_size, device=device, weights=weights)
+
+        def loss_fn(net: nn.Module, index: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(net(augment(x[index])), pseudo[index])  # eq. (7.8)
+
+        history = fit(model, loss_fn, batches, epochs=math.ceil(steps_per_round / len(batches)), optimizer=optimizer,
+                      max_steps=steps_per_round, seed=seed * 1_000 + round_, progress_bar=progress_bar,
+                      desc=f"DeepCluster round {round_ + 1}/{rounds}")
+        log["loss"].append(sum(history.steps["loss"]) / len(history.steps["loss"]))
+    return log
