@@ -225,3 +225,12 @@ def test_progress_accepts_disable_when_the_environment_turns_bars_off(monkeypatc
     monkeypatch.setenv("UNSUPLAB_PROGRESS", "1")
     assert train.progress(range(3), disable=True).disable
     assert not train.progress(range(3), disable=False).disable
+
+
+def test_progress_off_by_env_and_by_caller_at_once(monkeypatch):
+    # fit() passes disable=...; with UNSUPLAB_PROGRESS=0 as well, tqdm must not get `disable` twice
+    monkeypatch.setenv("UNSUPLAB_PROGRESS", "0")
+    assert train.progress(total=3, disable=False).disable
+    assert train.progress(total=3, disable=True).disable
+    monkeypatch.setenv("UNSUPLAB_PROGRESS", "1")
+    assert train.progress(total=3, disable=True).disable

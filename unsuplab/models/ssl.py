@@ -1,0 +1,924 @@
+"""Chapter 7: representations learned from images without labels.
+
+Three families, each a way to invent a training signal from the images themselves, all sharing one
+convolutional trunk :math:`f_\\theta` (a small ConvNet on a CPU, a CIFAR ResNet-18 on a GPU) and one
+evaluation (frozen features, a linear probe and a weighted k-NN):
+
+**Pretext tasks** (self-supervised). A label that comes free with the data.
+
+* Rotation prediction, RotNet (Gidaris, Singh & Komodakis 2018). Each image is rotated by
+  :math:`r \\cdot 90°`, :math:`r \\in \\{0, 1, 2, 3\\}`, and a classifier :math:`g` on the trunk predicts r:
+
+  .. math:: L_{rot} = -\\frac{1}{4B} \\sum_{i=1}^{B} \\sum_{r=0}^{3} \\log p_r\\big(g(f_\\theta(\\mathrm{rot}_r(x_i)))\\big)   (7.1)
+
+* Relative patch position (Doersch, Gupta & Efros 2015). A centre patch :math:`p_0` and one of its 8
+  neighbours :math:`p_k` in a 3 x 3 grid go through the same trunk (a Siamese network); a classifier on
+  the concatenated features predicts k:
+
+  .. math:: L_{pos} = -\\frac{1}{B} \\sum_{i} \\log p_{k_i}\\big(g([f_\\theta(p_{0,i}), f_\\theta(p_{k_i,i})])\\big)   (7.2)
+
+  A gap between the patches and a random jitter of each patch remove the low-level shortcut of
+  continuing edges and colours across the border (:func:`boundary_guess` takes that shortcut).
+
+* Colorization (Zhang, Isola & Efros 2016). From the lightness L of the CIE Lab image, predict for
+  every location a distribution :math:`\\hat Z_{hw}` over Q quantised colours (a, b); the loss is a
+  cross-entropy re-weighted towards rare colours:
+
+  .. math:: L_{col} = -\\frac{1}{HW} \\sum_{h,w} v(Z_{hw}) \\log \\hat Z_{hw, Z_{hw}}, \\qquad
+            v \\propto \\big((1-\\lambda) \\tilde p + \\lambda / Q\\big)^{-1}, \\ \\mathbb{E}_{\\tilde p}[v] = 1   (7.3)
+
+**Sample specificity**. Every image is its own class.
+
+* Instance discrimination, NPID (Wu, Xiong, Yu & Lin 2018). Features :math:`v = f(x)` on the unit
+  sphere, a memory bank :math:`V = (v_1, \\dots, v_N)` of every image's last feature, and a
+  non-parametric softmax over all N images:
+
+  .. math:: P(i \\mid v) = \\frac{\\exp(v_i^\\top v / \\tau)}{\\sum_{j=1}^{N} \\exp(v_j^\\top v / \\tau)}, \\qquad
+            L_{inst} = -\\frac{1}{B}\\sum_{b} \\log P(i_b \\mid v_{(b)})   (7.4)
+
+  After each step, :math:`v_i \\leftarrow \\mathrm{normalize}(m\\, v_i + (1-m)\\, f(x_i))`  (7.5).
+  Wu et al. approximate the sum over N (1.28 M ImageNet images) with noise-contrastive estimation;
+  for CIFAR's 50,000 images the exact softmax is cheap, so it is used here.
+
+* Contrastive learning, SimCLR (Chen, Kornblith, Norouzi & Hinton 2020). Two random augmentations of
+  each of N images give 2N views; a projection head turns their features into :math:`z`, and with
+  :math:`s_{ik} = z_i^\\top z_k / (\\lVert z_i \\rVert \\lVert z_k \\rVert)` the NT-Xent loss is
+
+  .. math:: \\ell_{i,j} = -\\log \\frac{\\exp(s_{ij}/\\tau)}{\\sum_{k=1}^{2N} \\mathbb{1}_{[k \\ne i]} \\exp(s_{ik}/\\tau)}, \\qquad
+            L_{NT\\text{-}Xent} = \\frac{1}{2N} \\sum_{k=1}^{N} \\big[\\ell_{2k-1,2k} + \\ell_{2k,2k-1}\\big]   (7.6)
+
+  (here the two views of image k are rows k and N + k). Under DistributedDataParallel the negatives
+  come from every process (:func:`gather_with_grad`), so the loss is that of the global batch.
+
+**Clustering**. DeepCluster (Caron, Bojanowski, Joulin & Douze 2018) alternates K-means on the
+features, :math:`\\min_{C} \\sum_n \\min_{y_n} \\lVert f_\\theta(x_n) - C y_n \\rVert^2` (7.7), and training the
+network to predict the cluster ids as labels, :math:`\\min_{\\theta, W} \\sum_n \\mathrm{CE}(W f_\\theta(x_n), y_n)`
+(7.8). Two degenerate solutions must be prevented: empty clusters (:func:`reassign_empty_clusters`)
+and one cluster that swallows the data (class-balanced sampling, :func:`balanced_weights`).
+
+Everything here is batched tensor code that runs on the device of its inputs; the augmentations too
+(:func:`simclr_augment`), so the data never leave the GPU during training.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from ..train import History, amp_dtype, check_finite, load_checkpoint, progress, save_checkpoint
+
+# CIFAR-10's channel means and standard deviations (of the official training set), used to normalise.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+def _check_images(x: torch.Tensor, name: str = "x", square: bool = False) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] not in (1, 3):
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"expected {name} as a batch of images (B, C, H, W) with C = 1 or 3, got {shape}: "
+                         "use x[None] for a single image.")
+    if not x.is_floating_point():
+        raise ValueError(f"expected float images in [0, 1], got dtype {x.dtype}: divide by 255 first.")
+    if square and x.shape[2] != x.shape[3]:
+        raise ValueError(f"expected square images (H = W) so that rotations keep the shape, got "
+                         f"{x.shape[2]} x {x.shape[3]}: crop them to a square first.")
+
+
+# ----------------------------------------------------------------------------------------------
+# The trunk f_theta: a small ConvNet for a CPU, a CIFAR ResNet-18 for a GPU
+# ----------------------------------------------------------------------------------------------
+
+class Backbone(nn.Module):
+    """:math:`f_\\theta`: images in [0, 1] (B, 3, H, W) -> features (B, D).
+
+    Normalises with the CIFAR-10 channel statistics, runs ``body`` (convolutions only, so any image
+    size works), and averages over space. ``feature_map`` gives the map before that average.
+    """
+
+    def __init__(self, body: nn.Module, feature_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(CIFAR_STD).view(1, 3, 1, 1))
+        self.body = body
+        self.feature_dim = feature_dim
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)  # (B, 3, H, W) -> (B, D, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.feature_map(x).mean(dim=(2, 3))  # (B, D, h, w) -> (B, D)
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True)]
+
+
+def convnet(width: int = 32) -> Backbone:
+    """A 4-layer ConvNet small enough to train on a laptop CPU: widths w, 2w, 4w, 8w; D = 8w.
+
+    32 x 32 -> 16 (strided stem) -> 8 -> 4 (max-pools) -> 4: the last map is 4 x 4 for CIFAR images.
+    """
+    body = nn.Sequential(
+        *_conv_bn_relu(3, width, stride=2),                               # (B, w, 16, 16)
+        *_conv_bn_relu(width, 2 * width), nn.MaxPool2d(2),                # (B, 2w, 8, 8)
+        *_conv_bn_relu(2 * width, 4 * width), nn.MaxPool2d(2),            # (B, 4w, 4, 4)
+        *_conv_bn_relu(4 * width, 8 * width),                             # (B, 8w, 4, 4)
+    )
+    return Backbone(body, 8 * width)
+
+
+def resnet18_cifar() -> Backbone:
+    """ResNet-18 (He et al. 2016) in its CIFAR form: a 3 x 3 stride-1 stem and no max-pool, so a
+    32 x 32 image keeps a 4 x 4 map after the last stage; D = 512."""
+    import torchvision
+
+    net = torchvision.models.resnet18(weights=None)
+    net.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    body = nn.Sequential(net.conv1, net.bn1, net.relu, net.layer1, net.layer2, net.layer3, net.layer4)
+    return Backbone(body, 512)
+
+
+def make_backbone(arch: str = "convnet", width: int = 32) -> Backbone:
+    """``"convnet"`` (:func:`convnet` with ``width``) or ``"resnet18"`` (:func:`resnet18_cifar`)."""
+    if arch == "convnet":
+        return convnet(width)
+    if arch == "resnet18":
+        return resnet18_cifar()
+    raise ValueError(f"arch must be 'convnet' (small, for a CPU) or 'resnet18' (for a GPU), got {arch!r}.")
+
+
+def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """Move a model to ``device`` in channels-last memory (N, H, W, C), which GPU tensor cores and the
+    CPU's oneDNN convolutions both run faster (on Apple's MPS the default layout is kept)."""
+    device = torch.device(device)
+    if device.type in ("cuda", "cpu"):
+        return model.to(device, memory_format=torch.channels_last)
+    return model.to(device)
+
+
+class Classifier(nn.Module):
+    """Trunk + one linear layer: RotNet's classifier of the 4 rotations (eq. 7.1), DeepCluster's of the
+    k pseudo-classes (eq. 7.8, re-initialised every round by ``reset_head`` because the cluster ids of
+    one round mean nothing in the next), and the supervised baseline's of the 10 classes."""
+
+    def __init__(self, backbone: Backbone, n_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.feature_dim, n_classes)
+
+    def reset_head(self) -> None:
+        self.head.reset_parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))  # (B, 3, H, W) -> (B, n_classes) logits
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+# ----------------------------------------------------------------------------------------------
+# Mini-batches for data that already sit on the device, and the evaluation on frozen features
+# ----------------------------------------------------------------------------------------------
+
+class IndexBatches:
+    """Mini-batches of image numbers for a data set held as one tensor on the device: no DataLoader,
+    no worker processes. One pass is one epoch of ``len(self)`` batches of ``batch_size`` indices,
+    a fresh permutation each time (``unsuplab.train.fit`` seeds it per epoch); with ``weights`` (N,),
+    indices are drawn with replacement in proportion to them (DeepCluster's balanced sampling)."""
+
+    def __init__(self, n: int, batch_size: int, *, device: torch.device | str = "cpu",
+                 weights: torch.Tensor | None = None):
+        if batch_size > n:
+            raise ValueError(f"batch_size {batch_size} is larger than the {n} images: use a smaller batch.")
+        self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
+        self.weights = None if weights is None else weights.to(self.device, torch.float)
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self):
+        count = len(self) * self.batch_size
+        if self.weights is None:
+            order = torch.randperm(self.n, device=self.device)[:count]
+        else:
+            order = torch.multinomial(self.weights, count, replacement=True)
+        return iter(order.view(len(self), self.batch_size))
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """The frozen representation of images x (N, 3, H, W) in [0, 1]: ``model.features`` (or the
+    model itself for a bare trunk) in eval mode, batched, as float32 (N, D) on the model's device."""
+    device = next(model.parameters()).device
+    represent = getattr(model, "features", model)
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        batch = x[start:start + batch_size].to(device)
+        if device.type == "cuda":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype(device)) if amp_dtype(device) else nullcontext():
+            out.append(represent(batch).float())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def evaluate(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+             test_labels: torch.Tensor, *, k: int = 200, probe_iters: int = 200) -> dict[str, float]:
+    """The chapter's protocol on frozen features, the same for every method: ``knn``, the accuracy of
+    a k-NN vote weighted by exp(cos / 0.07) over the k = 200 nearest training images (Wu et al. 2018;
+    k is capped at the number of training images), and ``linear``, the linear probe of
+    ``unsuplab.metrics.linear_probe`` (L-BFGS for at most ``probe_iters`` iterations; 0 skips it).
+    Both in [0, 1]."""
+    from .. import metrics
+
+    k = min(k, len(train_features))
+    results = {"knn": metrics.knn_accuracy(train_features, train_labels, test_features, test_labels, k=k,
+                                           metric="cosine", weighted=True)}
+    if probe_iters:
+        results["linear"] = metrics.linear_probe(train_features, train_labels, test_features, test_labels,
+                                                 max_iter=probe_iters)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Augmentations as batched tensor operations (one kernel per batch, on the data's device)
+# ----------------------------------------------------------------------------------------------
+
+def _uniform(n: int, low: float, high: float, device) -> torch.Tensor:
+    return torch.rand(n, device=device) * (high - low) + low
+
+
+def random_resized_crop(x: torch.Tensor, size: int | None = None, scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True) -> torch.Tensor:
+    """Inception-style random crops (and horizontal flips), resized back to ``size``: (B, C, H, W) ->
+    (B, C, size, size). Each image gets its own crop of area fraction in ``scale`` and aspect ratio in
+    ``ratio`` (log-uniform), all drawn at once and applied with one ``grid_sample``."""
+    _check_images(x)
+    b, c, h, w = x.shape
+    size = size or h
+    area = _uniform(b, *scale, x.device)
+    log_r = _uniform(b, math.log(ratio[0]), math.log(ratio[1]), x.device)
+    crop_w = (area * log_r.exp()).sqrt().clamp(max=1.0)  # width and height as fractions of the side
+    crop_h = (area / log_r.exp()).sqrt().clamp(max=1.0)
+    centre_x = (2 * torch.rand(b, device=x.device) - 1) * (1 - crop_w)  # in [-1, 1] coordinates
+    centre_y = (2 * torch.rand(b, device=x.device) - 1) * (1 - crop_h)
+    sign = torch.where(torch.rand(b, device=x.device) < 0.5, -1.0, 1.0) if flip else torch.ones(b, device=x.device)
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)  # output (u, v) -> input (x, y)
+    theta[:, 0, 0], theta[:, 0, 2] = crop_w * sign, centre_x
+    theta[:, 1, 1], theta[:, 1, 2] = crop_h, centre_y
+    grid = F.affine_grid(theta, [b, c, size, size], align_corners=False)  # (B, size, size, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def random_crop_flip(x: torch.Tensor, padding: int = 4) -> torch.Tensor:
+    """The standard CIFAR augmentation: shift by up to ``padding`` pixels (zeros enter at the border)
+    and flip horizontally with probability 1/2. Exact integer shifts, batched: (B, C, H, W) -> same."""
+    _check_images(x)
+    b, c, h, w = x.shape
+    shift = torch.randint(-padding, padding + 1, (2, b), device=x.device).to(x.dtype)
+    sign = torch.where(torch.rand(b, device=x.device) < 0.5, -1.0, 1.0).to(x.dtype)
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 0, 2] = sign, 2 * shift[0] / w  # a shift of k pixels is 2k / W in [-1, 1]
+    theta[:, 1, 1], theta[:, 1, 2] = 1.0, 2 * shift[1] / h
+    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def grayscale(x: torch.Tensor) -> torch.Tensor:
+    """Luma Y = 0.299 R + 0.587 G + 0.114 B (ITU-R 601, as torchvision): (B, 3, H, W) -> (B, 1, H, W)."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype)
+    return torch.einsum("c,bchw->bhw", weights, x).unsqueeze(1)
+
+
+_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+
+
+def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotate each image's chroma by ``angle`` (B,) radians in YIQ space (a linear stand-in for
+    shifting the hue in HSV): (B, 3, H, W) -> same."""
+    to_yiq = _RGB_TO_YIQ.to(x.device, x.dtype)
+    cos, sin = angle.cos(), angle.sin()
+    rotation = torch.zeros(len(x), 3, 3, device=x.device, dtype=x.dtype)
+    rotation[:, 0, 0] = 1.0
+    rotation[:, 1, 1], rotation[:, 1, 2], rotation[:, 2, 1], rotation[:, 2, 2] = cos, -sin, sin, cos
+    matrix = torch.linalg.inv(to_yiq) @ rotation @ to_yiq  # (B, 3, 3)
+    return torch.einsum("bij,bjhw->bihw", matrix, x)
+
+
+def color_jitter(x: torch.Tensor, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.4,
+                 hue: float = 0.1, p: float = 0.8) -> torch.Tensor:
+    """With probability ``p`` per image, scale brightness, contrast and saturation by factors drawn from
+    [1 - s, 1 + s] and rotate the hue by up to ``hue`` turns, in that order (torchvision draws the
+    order at random); values are clipped to [0, 1] after each step. (B, 3, H, W) -> same."""
+    _check_images(x)
+    b, device = len(x), x.device
+    on = (torch.rand(b, device=device) < p).to(x.dtype)  # 1 where the jitter applies
+
+    def factor(strength: float) -> torch.Tensor:  # (B, 1, 1, 1); 1 (no change) where the jitter is off
+        f = _uniform(b, 1 - strength, 1 + strength, device).to(x.dtype)
+        return (on * f + (1 - on)).view(b, 1, 1, 1)
+
+    x = (x * factor(brightness)).clamp(0, 1)
+    mean = grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * factor(contrast) + mean).clamp(0, 1)
+    grey = grayscale(x)
+    x = (grey + (x - grey) * factor(saturation)).clamp(0, 1)
+    angle = _uniform(b, -hue, hue, device).to(x.dtype) * 2 * math.pi * on
+    return _rotate_hue(x, angle).clamp(0, 1)
+
+
+def random_grayscale(x: torch.Tensor, p: float = 0.2) -> torch.Tensor:
+    """Replace each image by its grey version (on all 3 channels) with probability ``p``."""
+    on = torch.rand(len(x), 1, 1, 1, device=x.device) < p
+    return torch.where(on, grayscale(x).expand_as(x), x)
+
+
+def simclr_augment(x: torch.Tensor, strength: float = 0.5, crop_scale: tuple[float, float] = (0.2, 1.0)
+                   ) -> torch.Tensor:
+    """SimCLR's augmentation for CIFAR (Chen et al. 2020, appendix B.9): random resized crop and flip,
+    colour jitter of strength s (brightness, contrast, saturation 0.8 s, hue 0.2 s; p = 0.8), random
+    grey (p = 0.2); no blur at this resolution. Crops cover 20% to 100% of the image (ImageNet's 8%
+    leaves too little of a 32-pixel image). Batched on x's device: (B, 3, H, W) -> same."""
+    x = random_resized_crop(x, scale=crop_scale)
+    x = color_jitter(x, 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength, p=0.8)
+    return random_grayscale(x, p=0.2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pretext task 1: rotation prediction (eq. 7.1)
+# ----------------------------------------------------------------------------------------------
+
+def rotate_batch(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs and labels of eq. (7.1): every image under the four rotations.
+
+    (B, C, H, W) with H = W -> ``x_rot`` (4B, C, H, W) and ``r`` (4B,) int64, where
+    ``x_rot[r * B + i]`` is image i rotated by r * 90 degrees counter-clockwise
+    (``torch.rot90(x[i], r, dims=(1, 2))``) and ``r[r * B + i] = r``.
+    """
+    _check_images(x, square=True)
+    x_rot = torch.cat([torch.rot90(x, r, dims=(2, 3)) for r in range(4)])  # (4B, C, H, W)
+    r = torch.arange(4, device=x.device).repeat_interleave(len(x))  # (4B,): 0...0 1...1 2...2 3...3
+    return x_rot, r
+
+
+# ----------------------------------------------------------------------------------------------
+# Pretext task 2: relative patch position (eq. 7.2) and its low-level shortcut
+# ----------------------------------------------------------------------------------------------
+
+#: (row, column) offset of the neighbour for each label k = 0..7, in reading order around the centre.
+NEIGHBOUR_OFFSETS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+    """One size x size patch per image at (top, left): (B, C, H, W) -> (B, C, size, size)."""
+    offsets = torch.arange(size, device=x.device)
+    rows = (top[:, None] + offsets)[:, :, None]  # (B, size, 1)
+    cols = (left[:, None] + offsets)[:, None, :]  # (B, 1, size)
+    batch = torch.arange(len(x), device=x.device)[:, None, None]
+    return x[batch, :, rows, cols].permute(0, 3, 1, 2)  # (B, size, size, C) -> (B, C, size, size)
+
+
+def patch_pairs(x: torch.Tensor, patch: int = 8, gap: int = 2, jitter: int = 1
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inputs and labels of eq. (7.2): for each image, the centre patch of a 3 x 3 grid placed at
+    random, one of its 8 neighbours chosen at random, and the neighbour's position k (0..7, see
+    :data:`NEIGHBOUR_OFFSETS`).
+
+    Grid cells are ``patch + gap`` pixels apart, and each patch moves by up to ``jitter`` pixels in
+    each direction, so that no line or texture runs straight from one patch into the other
+    (Doersch et al. 2015 used a gap of half a patch and a jitter of 7 pixels on 96-pixel patches).
+    Returns ``centre`` and ``neighbour`` (B, C, patch, patch) and ``k`` (B,) int64.
+    """
+    _check_images(x)
+    b, c, h, w = x.shape
+    span = 3 * patch + 2 * gap + 2 * jitter
+    if span > min(h, w):
+        raise ValueError(f"a 3 x 3 grid of {patch}-pixel patches with gap {gap} and jitter {jitter} needs "
+                         f"{span} pixels, but the images are {h} x {w}: use smaller patches, gap or jitter.")
+    device, cell = x.device, patch + gap
+    top = torch.randint(0, h - span + 1, (b,), device=device) + jitter  # the grid's top-left corner
+    left = torch.randint(0, w - span + 1, (b,), device=device) + jitter
+    k = torch.randint(0, 8, (b,), device=device)
+    offsets = torch.tensor(NEIGHBOUR_OFFSETS, device=device)[k]  # (B, 2)
+
+    def jittered(n: int) -> torch.Tensor:
+        return torch.randint(-jitter, jitter + 1, (n,), device=device)
+
+    centre = _crop(x, top + cell + jittered(b), left + cell + jittered(b), patch)
+    neighbour = _crop(x, top + (1 + offsets[:, 0]) * cell + jittered(b),
+                      left + (1 + offsets[:, 1]) * cell + jittered(b), patch)
+    return centre, neighbour, k
+
+
+class RelativePositionNet(nn.Module):
+    """Doersch et al.'s Siamese network: the same trunk on both patches, their features concatenated,
+    and a two-layer classifier of the 8 positions (eq. 7.2)."""
+
+    def __init__(self, backbone: Backbone, hidden: int = 512):
+        super().__init__()
+        self.backbone = backbone
+        d = backbone.feature_dim
+        self.head = nn.Sequential(nn.Linear(2 * d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, 8))
+
+    def forward(self, centre: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(torch.cat([centre, neighbour]))  # one pass of the shared trunk: (2B, D)
+        f_centre, f_neighbour = f.chunk(2)  # (B, D) each
+        return self.head(torch.cat([f_centre, f_neighbour], dim=1))  # (B, 2D) -> (B, 8) logits
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+SIDE_NEIGHBOURS = (1, 3, 4, 6)  # the labels of the neighbours above, left, right and below the centre
+
+
+def boundary_guess(centre: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
+    """A "cheating" solver of eq. (7.2) with no parameters and no idea what is in the image: among the
+    four side neighbours (labels 1, 3, 4, 6), guess the one whose touching border is most alike, e.g.
+    for "above" the centre's top row against the neighbour's bottom row. It works when patches touch
+    (edges and colours continue across the border) and falls to chance, 1 in 4, once a gap and a
+    jitter separate them. (B, C, p, p) twice -> (B,) guesses in {1, 3, 4, 6}."""
+    c, n = centre, neighbour
+
+    def mismatch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a - b).pow(2).flatten(1).mean(1)  # (B,)
+
+    costs = torch.stack([
+        mismatch(c[..., 0, :], n[..., -1, :]),     # 1 above: c's top row against n's bottom row
+        mismatch(c[..., :, 0], n[..., :, -1]),     # 3 left: c's left column against n's right column
+        mismatch(c[..., :, -1], n[..., :, 0]),     # 4 right
+        mismatch(c[..., -1, :], n[..., 0, :]),     # 6 below
+    ], dim=1)  # (B, 4)
+    return torch.tensor(SIDE_NEIGHBOURS, device=c.device)[costs.argmin(dim=1)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Pretext task 3: colorization (eq. 7.3)
+# ----------------------------------------------------------------------------------------------
+
+_RGB_TO_XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
+                            [0.212671, 0.715160, 0.072169],
+                            [0.019334, 0.119193, 0.950227]])
+_WHITE_D65 = torch.tensor([0.950456, 1.0, 1.088754])
+_DELTA = 6 / 29
+
+
+def rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] -> CIE Lab (D65 white): (B, 3, H, W) -> (B, 3, H, W) with L in [0, 100] and
+    a, b roughly in [-110, 110]; the same formulas as ``skimage.color.rgb2lab``."""
+    _check_images(x)
+    with torch.autocast(x.device.type, enabled=False):  # colour bins need float32, also under mixed precision
+        return _rgb_to_lab(x.float() if x.dtype in (torch.float16, torch.bfloat16) else x)
+
+
+def _rgb_to_lab(x: torch.Tensor) -> torch.Tensor:
+    linear = torch.where(x > 0.04045, ((x + 0.055) / 1.055).pow(2.4), x / 12.92)
+    xyz = torch.einsum("ij,bjhw->bihw", _RGB_TO_XYZ.to(x), linear) / _WHITE_D65.to(x).view(1, 3, 1, 1)
+    f = torch.where(xyz > _DELTA**3, xyz.clamp_min(1e-12).pow(1 / 3), xyz / (3 * _DELTA**2) + 4 / 29)
+    L = 116 * f[:, 1:2] - 16
+    a = 500 * (f[:, 0:1] - f[:, 1:2])
+    b = 200 * (f[:, 1:2] - f[:, 2:3])
+    return torch.cat([L, a, b], dim=1)
+
+
+def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`rgb_to_lab`, clipped to [0, 1]: (B, 3, H, W) -> (B, 3, H, W)."""
+    L, a, b = lab[:, 0:1], lab[:, 1:2], lab[:, 2:3]
+    fy = (L + 16) / 116
+    f = torch.cat([fy + a / 500, fy, fy - b / 200], dim=1)
+    xyz = torch.where(f > _DELTA, f.pow(3), 3 * _DELTA**2 * (f - 4 / 29)) * _WHITE_D65.to(lab).view(1, 3, 1, 1)
+    linear = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(_RGB_TO_XYZ).to(lab), xyz).clamp(0, 1)
+    return torch.where(linear > 0.0031308, 1.055 * linear.clamp_min(1e-12).pow(1 / 2.4) - 0.055, 12.92 * linear).clamp(0, 1)
+
+
+AB_RANGE = 110.0  # quantise a and b in [-110, 110]
+
+
+def ab_bin_centres(grid: float = 20.0) -> torch.Tensor:
+    """The (a, b) centre of each of the Q = n^2 colour bins of side ``grid``: (Q, 2), bin q = i * n + j."""
+    n = math.ceil(2 * AB_RANGE / grid)
+    centres = -AB_RANGE + grid * (torch.arange(n) + 0.5)
+    return torch.cartesian_prod(centres, centres)  # (n * n, 2): a varies slowest
+
+
+def quantize_ab(ab: torch.Tensor, grid: float = 20.0) -> torch.Tensor:
+    """The colour bin of every (a, b): (B, 2, h, w) -> (B, h, w) int64 in [0, Q)."""
+    n = math.ceil(2 * AB_RANGE / grid)
+    index = ((ab + AB_RANGE) / grid).floor().long().clamp(0, n - 1)  # (B, 2, h, w)
+    return index[:, 0] * n + index[:, 1]
+
+
+def rebalancing_weights(counts: torch.Tensor, lam: float = 0.5) -> torch.Tensor:
+    """Eq. (7.3)'s class weights: :math:`v \\propto ((1-\\lambda)\\tilde p + \\lambda/Q)^{-1}`, normalised so
+    that :math:`\\sum_q \\tilde p_q v_q = 1`. ``counts`` (Q,) are how often each bin occurs."""
+    p = counts.float() / counts.sum().clamp_min(1)
+    v = 1.0 / ((1 - lam) * p + lam / len(counts))
+    return v / (p * v).sum()
+
+
+class Colorizer(nn.Module):
+    """Trunk on the lightness channel + a 1 x 1 convolution to Q colour logits at every location of the
+    trunk's last feature map (eq. 7.3). The grey input is L / 100 copied to 3 channels, so the trunk
+    is the same architecture as the other methods'; its features are always taken from grey images."""
+
+    def __init__(self, backbone: Backbone, grid: float = 20.0):
+        super().__init__()
+        self.backbone = backbone
+        self.grid = grid
+        self.n_bins = math.ceil(2 * AB_RANGE / grid) ** 2
+        self.head = nn.Conv2d(backbone.feature_dim, self.n_bins, 1)
+
+    @staticmethod
+    def lightness(x: torch.Tensor) -> torch.Tensor:
+        """RGB (B, 3, H, W) -> its CIE lightness L / 100 in [0, 1], copied to 3 channels."""
+        return (rgb_to_lab(x)[:, :1] / 100).expand(-1, 3, -1, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone.feature_map(self.lightness(x)))  # (B, 3, H, W) -> (B, Q, h, w)
+
+    def targets(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The true colour bins of x at the logits' resolution: (B, 3, H, W) -> (B, h, w)."""
+        ab = F.adaptive_avg_pool2d(rgb_to_lab(x)[:, 1:], size)  # (B, 2, h, w)
+        return quantize_ab(ab, self.grid)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.lightness(x))
+
+
+def colorization_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Eq. (7.3): the class-rebalanced cross-entropy, averaged over locations. ``logits`` (B, Q, h, w),
+    ``targets`` (B, h, w), ``weights`` (Q,)."""
+    ce = F.cross_entropy(logits, targets, reduction="none")  # (B, h, w)
+    return (weights[targets] * ce).mean()
+
+
+# ----------------------------------------------------------------------------------------------
+# Instance discrimination with a memory bank (eqs. 7.4, 7.5)
+# ----------------------------------------------------------------------------------------------
+
+class InstanceNet(nn.Module):
+    """Trunk + a linear map to a low-dimensional embedding on the unit sphere (Wu et al. use 128)."""
+
+    def __init__(self, backbone: Backbone, dim: int = 128):
+        super().__init__()
+        self.backbone = backbone
+        self.embed = nn.Linear(backbone.feature_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.embed(self.backbone(x)), dim=1)  # (B, 3, H, W) -> (B, dim), unit norm
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+class MemoryBank(nn.Module):
+    """:math:`V = (v_1, \\dots, v_N)`: one unit vector per training image, initialised at random and
+    updated by eq. (7.5) with momentum m. A buffer: it is saved with the model, never trained."""
+
+    def __init__(self, n: int, dim: int = 128, momentum: float = 0.5):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("v", F.normalize(torch.randn(n, dim), dim=1))  # (N, dim)
+
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, v: torch.Tensor) -> None:
+        """Eq. (7.5): v_i <- normalize(m v_i + (1 - m) f(x_i)) for the images ``index`` of the batch.
+        Out of place: the loss of this step still needs the old V for its backward pass."""
+        mixed = self.momentum * self.v[index] + (1 - self.momentum) * v.detach().to(self.v.dtype)
+        self.v = self.v.index_copy(0, index, F.normalize(mixed, dim=1))
+
+
+def npid_loss(v: torch.Tensor, index: torch.Tensor, bank: MemoryBank, temperature: float = 0.07) -> torch.Tensor:
+    """Eq. (7.4): -log P(i | v) with the exact non-parametric softmax over all N memory entries.
+    ``v`` (B, dim) unit vectors of the batch, ``index`` (B,) their image numbers."""
+    with torch.autocast(v.device.type, enabled=False):  # a softmax over N entries at 1/tau = 14: float32
+        logits = v.float() @ bank.v.float().T / temperature  # (B, dim) @ (dim, N) -> (B, N)
+        return F.cross_entropy(logits, index)
+
+
+# ----------------------------------------------------------------------------------------------
+# Contrastive learning: SimCLR and the NT-Xent loss (eq. 7.6), on one or many processes
+# ----------------------------------------------------------------------------------------------
+
+class ProjectionHead(nn.Sequential):
+    """g: the MLP between the features and the loss (Chen et al. 2020): D -> hidden -> out."""
+
+    def __init__(self, d_in: int, hidden: int = 512, out: int = 128):
+        super().__init__(nn.Linear(d_in, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, out))
+
+
+class SimCLR(nn.Module):
+    """Trunk + projection head: ``forward`` gives z = g(f(x)) for the loss, ``features`` gives f(x)
+    for everything downstream (the head is thrown away after training)."""
+
+    def __init__(self, backbone: Backbone, hidden: int = 512, out: int = 128):
+        super().__init__()
+        self.backbone = backbone
+        self.projector = ProjectionHead(backbone.feature_dim, hidden, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.backbone(x))  # (B, 3, H, W) -> (B, out)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sends each process the gradient of *every* process's loss with
+    respect to its own rows (an all_reduce, then its slice), so that DDP's gradient average is the
+    gradient of the global-batch loss."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        rank, world = _rank_and_world()
+        ctx.rank, ctx.n = rank, len(x)
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)  # (world * n, d)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)  # sum over processes of d(loss_p) / d(all rows)
+        return grad[ctx.rank * ctx.n:(ctx.rank + 1) * ctx.n]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every process's rows, in rank order: (n, d) -> (world * n, d); ``x`` itself on one process.
+    Gradients flow back to the rows of the process that made them (see :class:`_GatherWithGrad`)."""
+    _, world = _rank_and_world()
+    return x if world == 1 else _GatherWithGrad.apply(x)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """NT-Xent, eq. (7.6), for the two views z1, z2 (n, d) of n images (row i of each is image i).
+
+    On one process, N = n and this is eq. (7.6) exactly: the 2N anchors are z1 and z2, and each
+    anchor's candidates are the other 2N - 1 views. Under ``torch.distributed`` the candidates are
+    gathered from all processes (N = n x world size, 2N - 2 negatives per anchor), the anchors are
+    this process's 2n views, and the mean over processes is the loss of the global batch.
+    """
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"expected two (n, d) tensors of projections, one row per image and view, got "
+                         f"{tuple(z1.shape)} and {tuple(z2.shape)}: row i of z1 and of z2 must be the same image.")
+    if not temperature > 0:
+        raise ValueError(f"expected a temperature > 0 (SimCLR uses 0.1 to 0.5), got {temperature!r}.")
+    rank, _ = _rank_and_world()
+    n = len(z1)
+    if z1.dtype in (torch.float16, torch.bfloat16):  # the softmax over 2N candidates wants float32
+        z1, z2 = z1.float(), z2.float()
+    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)  # cosine similarity = dot product
+    candidates = torch.cat([gather_with_grad(z1), gather_with_grad(z2)])  # (2N, d): all first views, then all second
+    N = len(candidates) // 2
+    anchors = torch.cat([z1, z2])  # (2n, d)
+    logits = anchors @ candidates.T / temperature  # (2n, 2N): s_ik / tau
+    mine = rank * n + torch.arange(n, device=z1.device)  # where this process's images sit among the N
+    self_index = torch.cat([mine, mine + N])  # each anchor's own column: excluded, k != i
+    positive = torch.cat([mine + N, mine])  # the column of its other view: the j of l_{i,j}
+    logits = logits.masked_fill(F.one_hot(self_index, 2 * N).bool(), float("-inf"))
+    return F.cross_entropy(logits, positive)  # mean over the 2n anchors of l_{i,j}
+
+
+def _cosine_lr(base_lr: float, progress_fraction: float, warmup: float) -> float:
+    """Linear warm-up for the first ``warmup`` fraction of training, then a cosine decay to 0."""
+    if progress_fraction < warmup:
+        return base_lr * progress_fraction / warmup
+    t = (progress_fraction - warmup) / max(1e-8, 1 - warmup)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def train_simclr(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int, lr: float,
+                 temperature: float = 0.5, weight_decay: float = 5e-4, warmup: float = 0.05,
+                 time_budget: float | None = None, max_steps: int | None = None,
+                 loss_fn: Callable[..., torch.Tensor] = nt_xent,
+                 augment: Callable[[torch.Tensor], torch.Tensor] = simclr_augment, seed: int = 0,
+                 checkpoint: str | Path | None = None, progress_bar: bool = True, log_every: int = 10) -> History:
+    """Train SimCLR on the images ``x`` (N, 3, H, W) in [0, 1], already on the model's device.
+
+    Every step draws a global batch of ``batch_size`` images from a permutation shared by all
+    processes (seeded by ``seed`` and the epoch); each process takes its ``batch_size / world``
+    slice, augments it twice on the device (:func:`simclr_augment`), and the loss gathers the
+    negatives from all processes. ``model`` may be wrapped in DistributedDataParallel.
+
+    SGD with Nesterov momentum 0.9 and ``weight_decay``; the learning rate warms up linearly for the
+    first ``warmup`` fraction of training, then decays with a cosine. The fraction of training done is
+    the larger of step / total steps and elapsed time / ``time_budget`` (seconds), so with a budget
+    the schedule ends, and training stops, on time. bfloat16 (or float16) autocast on CUDA. Stops
+    with :class:`~unsuplab.train.TrainingDiverged` at a NaN loss. With ``checkpoint`` the state is
+    saved (by process 0) after every epoch and a rerun resumes from it.
+
+    Returns a :class:`~unsuplab.train.History`: ``steps["loss"]`` every ``log_every`` steps, and per
+    epoch ``loss``, ``lr`` and ``seconds`` (the training time so far).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"expected images x of shape (N, 3, H, W), got {tuple(x.shape)}.")
+    rank, world = _rank_and_world()
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of the number of processes ({world}).")
+    local = batch_size // world
+    steps_per_epoch = len(x) // batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {batch_size} is larger than the {len(x)} training images: use a smaller batch.")
+    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    device = x.device
+    dtype = amp_dtype(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    history, start_epoch, spent = History(), 0, 0.0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint, map_location=device, model=model, optimizer=optimizer, history=history)
+        start_epoch, spent = state["epoch"], history.seconds
+        if rank == 0:
+            print(f"resumed from {checkpoint} after epoch {start_epoch}")
+    step = start_epoch * steps_per_epoch
+    bar = progress(total=total, initial=min(step, total), desc="SimCLR", disable=not progress_bar or rank != 0)
+    started = time.perf_counter() - spent
+    model.train()
+    done = step >= total
+    for epoch in range(start_epoch, epochs):
+        if done:
+            break
+        order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 7_919 + epoch)).to(device)
+        epoch_loss = torch.zeros((), device=device)
+        n_steps = 0
+        for s in range(steps_per_epoch):
+            elapsed = time.perf_counter() - started
+            fraction = max(step / total, elapsed / time_budget if time_budget else 0.0)
+            if fraction >= 1.0:
+                done = True
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = _cosine_lr(lr, fraction, warmup)
+            index = order[s * batch_size + rank * local: s * batch_size + (rank + 1) * local]  # (b,)
+            images = x[index]  # (b, 3, H, W)
+            views = torch.cat([augment(images), augment(images)])  # (2b, 3, H, W): first views, then second
+            if device.type == "cuda":
+                views = views.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
+                z = model(views)  # (2b, out)
+            z1, z2 = z.float().chunk(2)
+            loss = loss_fn(z1, z2, temperature)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            n_steps += 1
+            epoch_loss += loss.detach()
+            if step % log_every == 0 or step == 1:
+                value = float(loss.detach())
+                check_finite(value, step=step, epoch=epoch + 1, checkpoint=checkpoint)
+                history.log_step({"step": step, "loss": value})
+                bar.set_postfix(epoch=epoch + 1, loss=f"{value:.4f}", refresh=False)
+            bar.update(1)
+        if n_steps:
+            mean_loss = float(epoch_loss) / n_steps
+            check_finite(mean_loss, step=step, epoch=epoch + 1, checkpoint=checkpoint)
+            history.seconds = time.perf_counter() - started
+            history.log_epoch({"loss": mean_loss, "lr": optimizer.param_groups[0]["lr"], "seconds": history.seconds})
+            if checkpoint is not None and rank == 0 and not done:
+                save_checkpoint(checkpoint, model=model, optimizer=optimizer, history=history, epoch=epoch + 1)
+    history.seconds = time.perf_counter() - started
+    bar.close()
+    model.eval()
+    return history
+
+
+# ----------------------------------------------------------------------------------------------
+# DeepCluster (eqs. 7.7, 7.8): K-means pseudo-labels, with its two degenerate solutions prevented
+# ----------------------------------------------------------------------------------------------
+
+def pca_whiten(features: torch.Tensor, dim: int) -> torch.Tensor:
+    """DeepCluster's pre-processing before K-means: PCA to ``dim`` dimensions, whitening (each
+    component divided by its standard deviation) and L2 normalisation. (N, D) -> (N, min(dim, D, N-1))."""
+    f = features.float()
+    f = f - f.mean(0)
+    u, s, _ = torch.linalg.svd(f, full_matrices=False)  # f = U S V^T; the whitened PCA codes are U sqrt(N-1)
+    k = min(dim, len(s), len(f) - 1)
+    return F.normalize(u[:, :k], dim=1)  # the sqrt(N-1) scale disappears in the normalisation
+
+
+def reassign_empty_clusters(features: torch.Tensor, assignments: torch.Tensor, k: int) -> torch.Tensor:
+    """Give every empty cluster half of the currently largest cluster (the split of Caron et al. 2018,
+    made deterministic): for each empty cluster j in increasing order, take the largest cluster c
+    (the lowest id among equals), project its points on the direction from its centroid to its point
+    farthest from that centroid, and move the ceil(size / 2) points with the largest projections to j
+    (ties keep the points' order). ``features`` (N, D), ``assignments`` (N,) ids in [0, k) ->
+    new assignments (N,); no cluster is empty afterwards when N >= k.
+    """
+    if assignments.ndim != 1 or len(assignments) != len(features):
+        raise ValueError(f"expected one cluster id per row of features ({len(features)}), got assignments "
+                         f"of shape {tuple(assignments.shape)}.")
+    if len(features) < k:
+        raise ValueError(f"cannot fill {k} clusters with {len(features)} points: use k <= N.")
+    assignments = assignments.clone()
+    sizes = torch.bincount(assignments, minlength=k)
+    for j in torch.nonzero(sizes == 0).flatten().tolist():
+        c = int(torch.argmax(sizes))  # the first of the largest clusters
+        members = torch.nonzero(assignments == c).flatten()  # (s,)
+        points = features[members].float()  # (s, D)
+        centred = points - points.mean(0)
+        direction = centred[centred.pow(2).sum(1).argmax()]  # centroid -> farthest point
+        projection = centred @ direction  # (s,)
+        moving = members[torch.argsort(projection, descending=True, stable=True)[: (len(members) + 1) // 2]]
+        assignments[moving] = j
+        sizes[j], sizes[c] = len(moving), len(members) - len(moving)
+    return assignments
+
+
+def kmeans_pseudo_labels(features: torch.Tensor, k: int, *, iters: int = 20,
+                         reassign: Callable | None = reassign_empty_clusters,
+                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. (7.7) by Lloyd's algorithm from k random points, with ``reassign(features, assignments, k)``
+    run after every assignment step (``None``: empty clusters stay empty, their centroids frozen).
+    ``features`` (N, D) -> pseudo-labels (N,) and centroids (k, D)."""
+    if not 1 <= k <= len(features):
+        raise ValueError(f"k must be between 1 and the number of points ({len(features)}), got {k}.")
+    f = features.float()
+    start = torch.randperm(len(f), generator=generator)[:k].to(f.device)
+    centroids = f[start].clone()  # (k, D)
+    for _ in range(iters):
+        d = (f * f).sum(1, keepdim=True) - 2 * f @ centroids.T + (centroids * centroids).sum(1)  # (N, k)
+        labels = d.argmin(1)
+        if reassign is not None:
+            labels = reassign(f, labels, k)
+        sums = torch.zeros_like(centroids).index_add_(0, labels, f)
+        counts = torch.bincount(labels, minlength=k)
+        centroids = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centroids)
+    return labels, centroids
+
+
+def balanced_weights(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Sampling weights that make every non-empty cluster equally likely: w_n = 1 / |cluster(n)|, (N,).
+    Sampling by them (``torch.multinomial``) is uniform over clusters, then over their members."""
+    counts = torch.bincount(labels, minlength=k).float()
+    return 1.0 / counts[labels]
+
+
+def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_per_round: int,
+                      batch_size: int, lr: float, pca_dim: int = 64, kmeans_iters: int = 20,
+                      reassign: Callable | None = reassign_empty_clusters, balanced: bool = True,
+                      augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      labels: torch.Tensor | None = None, seed: int = 0, progress_bar: bool = True) -> dict:
+    """DeepCluster's alternation (eqs. 7.7, 7.8) for ``rounds`` rounds on images ``x`` on the device.
+
+    Each round: frozen features of all images -> :func:`pca_whiten` -> K-means with k = the head's
+    size (:func:`kmeans_pseudo_labels`, calling ``reassign`` after every assignment step; ``None``
+    leaves empty clusters empty) -> a fresh classifier head -> ``steps_per_round`` steps of
+    cross-entropy on the pseudo-labels, sampling images in proportion to :func:`balanced_weights`
+    (``balanced``) or uniformly. ``augment`` defaults to :func:`random_crop_flip`.
+
+    Returns, per round, ``empty`` (empty clusters), ``largest`` (the share of the images in the
+    largest cluster), ``loss`` (mean training loss) and, given the true ``labels``, ``nmi`` between
+    clusters and classes (a measurement only: labels are never used for training).
+    """
+    from .. import metrics
+    from ..train import fit
+
+    k = model.head.out_features
+    augment = augment or random_crop_flip
+    generator = torch.Generator().manual_seed(seed)
+    device = x.device
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    log: dict[str, list] = {"empty": [], "largest": [], "loss": [], "sizes": []}
+    if labels is not None:
+        log["nmi"] = []
+    for round_ in range(rounds):
+        codes = pca_whiten(extract_features(model, x), pca_dim)  # (N, pca_dim)
+        pseudo, _ = kmeans_pseudo_labels(codes, k, iters=kmeans_iters, reassign=reassign, generator=generator)
+        sizes = torch.bincount(pseudo, minlength=k)
+        log["empty"].append(int((sizes == 0).sum()))
+        log["largest"].append(float(sizes.max()) / len(x))
+        log["sizes"].append(sizes.sort(descending=True).values.tolist())
+        if labels is not None:
+            log["nmi"].append(metrics.nmi(labels.cpu(), pseudo.cpu()))
+        model.reset_head()  # cluster ids are renumbered every round
+        weights = balanced_weights(pseudo, k) if balanced else None
+        batches = IndexBatches(len(x), batch_size, device=device, weights=weights)
+
+        def loss_fn(net: nn.Module, index: torch.Tensor) -> torch.Tensor:
+            return F.cross_entropy(net(augment(x[index])), pseudo[index])  # eq. (7.8)
+
+        history = fit(model, loss_fn, batches, epochs=math.ceil(steps_per_round / len(batches)), optimizer=optimizer,
+                      max_steps=steps_per_round, seed=seed * 1_000 + round_, progress_bar=progress_bar,
+                      desc=f"DeepCluster round {round_ + 1}/{rounds}")
+        log["loss"].append(sum(history.steps["loss"]) / len(history.steps["loss"]))
+    return log

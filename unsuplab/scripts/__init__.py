@@ -1,0 +1,1 @@
+"""Command-line training scripts: ``python -m unsuplab.scripts.<name> --help``."""
