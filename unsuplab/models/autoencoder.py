@@ -19,7 +19,7 @@ made non-linear, and a deep one (Hinton & Salakhutdinov 2006) reconstructs bette
 
 Regularised autoencoders ask the code to be more than small:
 
-* sparse (Ranzato et al. 2007; Ng 2011): add lambda * sum_j |h_j| (L1, eq. 4.5), or, for sigmoid units,
+* sparse (Ranzato et al. 2007; Ng 2011): add lambda * sum_j ``|h_j|`` (L1, eq. 4.5), or, for sigmoid units,
   beta * sum_j KL(rho || rho_hat_j), with rho_hat_j = mean_i h_j(x_i) the average activation of unit j
   over the batch and KL(rho || r) = rho log(rho / r) + (1 - rho) log((1 - rho) / (1 - r)) (eq. 4.6);
 * denoising (Vincent et al. 2008, 2010): rebuild the clean x from a corrupted x_tilde ~ q(x_tilde | x),
@@ -98,6 +98,8 @@ class Autoencoder(nn.Module):
         autoencoders, as in Hinton & Salakhutdinov 2006) or ``"sigmoid"`` for the KL sparsity penalty.
     output : ``"sigmoid"`` (x_hat in (0, 1), for pixel intensities, with either loss) or ``"linear"``.
 
+    Notes
+    -----
     ``encoder[l]`` and ``decoder[L - 1 - l]`` are the two halves of layer pair ``l``, so
     :func:`train_layerwise` can train them one pair at a time.
     """
@@ -273,7 +275,7 @@ def reconstruction_loss(model: nn.Module, x: torch.Tensor, *, loss: str = "bce",
 # ----------------------------------------------------------------------------------------------
 
 def l1_penalty(h: torch.Tensor) -> torch.Tensor:
-    """sum_j |h_j| averaged over the batch, eq. 4.5 (without its weight lambda): (B, k) -> scalar."""
+    """sum_j ``|h_j|`` averaged over the batch, eq. 4.5 (without its weight lambda): (B, k) -> scalar."""
     return _wide(h).abs().sum(1).mean()
 
 

@@ -867,7 +867,7 @@ def kmeans_pseudo_labels(features: torch.Tensor, k: int, *, iters: int = 20,
 
 
 def balanced_weights(labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Sampling weights that make every non-empty cluster equally likely: w_n = 1 / |cluster(n)|, (N,).
+    """Sampling weights that make every non-empty cluster equally likely: w_n = 1 / ``|cluster(n)|``, (N,).
     Sampling by them (``torch.multinomial``) is uniform over clusters, then over their members."""
     counts = torch.bincount(labels, minlength=k).float()
     return 1.0 / counts[labels]
