@@ -234,6 +234,8 @@ def test_analogies_on_hand_made_vectors_with_known_answers():
     assert result["semantic"] == 1.0 and result["syntactic"] == 0.5 and result["accuracy"] == 0.75
     assert result["sections"] == {"family": (2, 2), "gram-gender": (1, 2)}
     assert analogy_accuracy(wv, questions)["n_covered"] == 5
+    answers = analogy_accuracy(wv, questions, restrict_vocab=10, details=True)["answers"]
+    assert answers[-1] == ("gram-gender", ("man", "woman", "king", "boy"), "queen")
 
 
 def test_similarity_spearman_and_neighbours():

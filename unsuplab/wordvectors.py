@@ -158,14 +158,16 @@ def is_semantic(section: str) -> bool:
 
 
 def analogy_accuracy(wv: WordVectors, questions: Mapping[str, Sequence[tuple[str, str, str, str]]] | None = None,
-                     restrict_vocab: int = 30_000, lower: bool = True, batch_size: int = 1024) -> dict:
+                     restrict_vocab: int = 30_000, lower: bool = True, batch_size: int = 1024,
+                     details: bool = False) -> dict:
     """Accuracy on analogy questions ``a : b :: c : d`` (default: questions-words, 19,544 questions).
 
     A question counts only if its four words are among the ``restrict_vocab`` most frequent words
     (the first rows of ``wv``); it is right when ``d`` is the word closest to ``b - a + c`` among those
     words, ``a``, ``b``, ``c`` excluded. Words are lower-cased first (``lower``). Returns accuracy
     over the covered questions (``accuracy``, ``semantic``, ``syntactic``), ``coverage`` (covered /
-    all), the counts, and ``sections``: {name: (correct, covered)}.
+    all), the counts, and ``sections``: {name: (correct, covered)}. With ``details`` it also returns
+    ``answers``: (section, (a, b, c, d), the model's answer) for every covered question.
     """
     if questions is None:
         from .data import word_analogies
@@ -187,6 +189,7 @@ def analogy_accuracy(wv: WordVectors, questions: Mapping[str, Sequence[tuple[str
         rows += covered
         kinds += [name] * len(covered)
     correct_by = torch.zeros(len(rows), dtype=torch.bool)
+    predicted = torch.zeros(len(rows), dtype=torch.int64)
     if rows:
         q = torch.tensor(rows, device=unit.device)                          # (Q, 4): a, b, c, d
         for start in range(0, len(q), batch_size):
@@ -194,19 +197,25 @@ def analogy_accuracy(wv: WordVectors, questions: Mapping[str, Sequence[tuple[str
             target = unit[qq[:, 1]] - unit[qq[:, 0]] + unit[qq[:, 2]]       # b - a + c, (q, d)
             scores = target @ unit.T                                        # (q, n)
             scores.scatter_(1, qq[:, :3], -float("inf"))                    # the question words are no answer
-            correct_by[start:start + batch_size] = (scores.argmax(1) == qq[:, 3]).cpu()
+            predicted[start:start + batch_size] = scores.argmax(1).cpu()
+        correct_by = predicted == q[:, 3].cpu()
     for name, ok in zip(kinds, correct_by.tolist()):
         sections[name][0] += ok
     def rate(pick) -> float:
         right = sum(c for s, (c, n_) in sections.items() if pick(s))
         asked = sum(n_ for s, (c, n_) in sections.items() if pick(s))
         return right / asked if asked else 0.0
-    return {
+    result = {
         "accuracy": rate(lambda s: True), "semantic": rate(is_semantic),
         "syntactic": rate(lambda s: not is_semantic(s)),
         "coverage": len(rows) / total if total else 0.0, "n_covered": len(rows), "n_questions": total,
         "sections": {s: tuple(v) for s, v in sections.items()}, "restrict_vocab": n,
     }
+    if details:
+        words = wv.words
+        result["answers"] = [(name, tuple(words[i] for i in row), words[guess])
+                             for name, row, guess in zip(kinds, rows, predicted.tolist())]
+    return result
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:

@@ -349,7 +349,7 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, dim: int = 100, w
     jobs = iter([(epoch, start) for epoch in range(epochs) for start in starts])
     total = epochs * len(ids)
     state = {"done": 0, "pairs": 0}
-    curve: list[tuple[float, float]] = []                        # (epochs done, mean loss)
+    curve: list[tuple[float, float]] = []    # (epochs done, mean loss of a sample of the last 64 batches)
     lock = threading.Lock()
     bar_total = epochs * n_raw
     from ..train import progress as progress_bar
@@ -388,6 +388,9 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, dim: int = 100, w
                                       return_loss=i % 16 == 0)
                 if loss is not None:
                     losses.append(loss)
+                if len(losses) == 4:                       # a point of the loss curve every 64 batches
+                    curve.append((done / len(ids), sum(losses) / len(losses)))
+                    losses = []
             with lock:
                 state["done"] += len(chunk)
                 state["pairs"] += len(centers)
