@@ -37,8 +37,8 @@ Written for a GPU: the corpus is one tensor of word ids; a chunk of it is subsam
 into all its (center, context) pairs (8.1) with one vectorised step per window offset; the pairs are
 shuffled and consumed in batches; each batch gathers the rows it needs, applies (8.5) by hand (no
 autograd, no dense gradient: only the rows of the batch are touched) and adds the updates back with
-``index_add_``. On a CPU, several threads share the two matrices without locks ("Hogwild", as
-word2vec.c and gensim do).
+``index_add_``. On a CPU, several threads share the two matrices without locks ("Hogwild", Recht
+et al. 2011, as word2vec.c and gensim do).
 """
 
 from __future__ import annotations
@@ -417,8 +417,8 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, dim: int = 100, w
             torch.set_num_threads(old)
     if errors:
         raise errors[0]
-    if on_gpu:
-        torch.cuda.synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the GPU may still be working through the last batches
     seconds = time.perf_counter() - t_train
     if bar is not None:
         bar.close()
