@@ -8,6 +8,7 @@
 ``gan``               the GAN game, DCGAN, InfoGAN, CycleGAN (chapter 6)
 ``mnist_classifier``  the course's own MNIST feature net for Fréchet distances (chapter 6)
 ``ssl``               pretext tasks, instance discrimination, SimCLR, DeepCluster (chapter 7)
+``word2vec``          skip-gram with negative sampling on whole batches (chapter 8)
 ``bert``              a Transformer encoder pretrained by masked language modelling (chapter 8)
 ``ebm``               energy-based models and Langevin sampling (chapter 10)
 """
