@@ -355,6 +355,40 @@ def test_pretraining_leaves_the_embeddings_of_unseen_words_alone():
     assert drift[True].norm(dim=1).min() > 0.05 and (d @ d.T).mean() > 0.8
 
 
+def test_a_pretrained_encoder_transfers_to_words_it_was_never_fine_tuned_on():
+    # Four topics of ten words; pretraining reads documents of one topic each. The downstream task
+    # (which topic?) is fine-tuned on sentences of words 0-4 of each topic and tested on sentences of
+    # words 5-9 only. From random weights those test words are unknown (chance: 25%); from the
+    # pretrained encoder they share their topic's representation, so the whole pipeline (pretrain,
+    # copy the encoder, fine-tune) must carry that over.
+    g = torch.Generator().manual_seed(0)
+    topics, per = 4, 10
+    tok = B.WordTokenizer(list(B.SPECIAL_TOKENS) + ["."] + [f"t{t}w{i}" for t in range(topics) for i in range(per)])
+
+    def sentence(t, words, n):
+        return " ".join(f"t{t}w{int(words[j])}" for j in torch.randint(len(words), (n,), generator=g)) + " ."
+
+    def task(words, n):
+        texts = [sentence(t, words, 8) for t in range(topics) for _ in range(n)]
+        return tok.encode_batch(texts, 12), torch.arange(topics).repeat_interleave(n)
+
+    corpus = B.PairCorpus.from_documents(tok, [[sentence(d % topics, torch.arange(per), 6) for _ in range(6)]
+                                               for d in range(120)])
+    x_train, y_train = task(torch.arange(5), 4)
+    x_test, y_test = task(torch.arange(5, 10), 25)
+    cfg = small_config(vocab_size=len(tok), d_model=32, n_layers=1, d_ff=64)
+    torch.manual_seed(0)
+    pretrained = B.BertForPretraining(cfg)
+    B.pretrain(pretrained, corpus, steps=100, batch_size=32, seq_len=16, lr=3e-3, log_every=100, progress_bar=False)
+    acc = {}
+    for name, start in [("pretrained", pretrained), ("random", None)]:
+        torch.manual_seed(1)                                                # the same head for both
+        clf = B.BertClassifier(cfg, topics, pretrained=start, pool="mean")
+        B.finetune(clf, x_train, y_train, epochs=20, batch_size=8, lr=1e-3)
+        acc[name] = (B.predict(clf, x_test) == y_test).float().mean().item()
+    assert acc["pretrained"] > 0.9 and acc["random"] < 0.5, acc
+
+
 def test_evaluate_mlm_perplexity_is_exp_of_the_cross_entropy():
     torch.manual_seed(0)
     model = B.BertForPretraining(small_config()).eval()
