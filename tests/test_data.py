@@ -227,3 +227,99 @@ def test_text_sets_from_the_mirror():
     pairs = data.bilingual_dictionary("muse.en-de.5000-6500")
     assert len(pairs) == 3_775 and len({s for s, _ in pairs}) == 1_500
     assert data.read_text("tinyshakespeare", max_chars=14) == "First Citizen:"
+
+
+# ----------------------------------------------------------------------------------------------- WikiText-2
+
+WIKITEXT_TRAIN = """ = Valkyria Chronicles III = 
+
+ Senjō no Valkyria 3 is a tactical role @-@ playing game . It sold 1 @,@ 000 copies in 2 @.@ 5 days . 
+
+ = = Gameplay = = 
+
+ The game plays like its predecessors . 
+
+ = = = Characters = = = 
+
+ Squad 422 fights the war . 
+ Another paragraph . 
+
+ = Tower Building = 
+
+ The Tower Building is in Little Rock . 
+
+ = = History = = 
+
+ It was built in 1958 . 
+"""
+
+
+@pytest.fixture
+def wikitext_zip(tmp_path, monkeypatch):
+    """A small zip laid out like WikiText-2 raw, registered under WikiText-2's path with a file:// URL."""
+    import zipfile
+
+    upstream = tmp_path / "upstream" / "wikitext-2-raw-v1.zip"
+    upstream.parent.mkdir()
+    with zipfile.ZipFile(upstream, "w") as archive:
+        archive.writestr("wikitext-2-raw/wiki.train.raw", WIKITEXT_TRAIN)
+        archive.writestr("wikitext-2-raw/wiki.valid.raw", " = Only = \n\n One line . \n")
+        archive.writestr("wikitext-2-raw/wiki.test.raw", "")
+    content = upstream.read_bytes()
+    entry = data.RemoteFile(data.WIKITEXT2.path, (upstream.as_uri(),), hashlib.sha256(content).hexdigest(),
+                            len(content), "a fake WikiText-2")
+    monkeypatch.setitem(data.REGISTRY, entry.path, entry)
+    monkeypatch.setattr(data, "WIKITEXT2", entry)
+    mirror, cache = tmp_path / "mirror", tmp_path / "cache"
+    mirror.mkdir()
+    monkeypatch.setenv(data.MIRROR_ENV, str(mirror))
+    monkeypatch.setenv(data.CACHE_ENV, str(cache))
+    data._HASHED.clear()
+    return {"mirror": mirror, "cache": cache}
+
+
+def test_wikitext2_is_registered_as_downloaded_only():
+    entry = data.REGISTRY["wikitext/wikitext-2-raw-v1.zip"]
+    assert entry.size == 4_721_645 and entry.sha256.startswith("ef7edb566e3e")
+    assert entry.urls[0].startswith("https://huggingface.co/") and entry.urls[1].startswith("https://s3.")
+    assert "Merity" in entry.note and "CC BY-SA 3.0" in entry.note
+    assert entry.path in data.ONLINE_ONLY
+
+
+def test_wikitext2_keeps_articles_and_sections(wikitext_zip):
+    articles = data.wikitext2("train")
+    assert [title for title, _ in articles] == ["Valkyria Chronicles III", "Tower Building"]
+    title, lines = articles[0]
+    assert lines == [
+        (None, "Senjō no Valkyria 3 is a tactical role-playing game . It sold 1,000 copies in 2.5 days ."),
+        ("Gameplay", "Gameplay"),
+        ("Gameplay", "The game plays like its predecessors ."),
+        ("Characters", "Characters"),
+        ("Characters", "Squad 422 fights the war ."),
+        ("Characters", "Another paragraph ."),
+    ]
+    assert articles[1][1] == [(None, "The Tower Building is in Little Rock ."), ("History", "History"),
+                              ("History", "It was built in 1958 .")]
+    raw = data.wikitext2("train", join_at_marks=False)
+    assert "role @-@ playing" in raw[0][1][0][1]
+    assert data.wikitext2("valid") == [("Only", [(None, "One line .")])]
+    assert data.wikitext2("test") == []
+    with pytest.raises(ValueError, match="split must be one of train, valid, test"):
+        data.wikitext2("validation")
+    # the download went to the cache, never to the mirror
+    assert (wikitext_zip["cache"] / "wikitext" / "wikitext-2-raw-v1.zip").is_file()
+    assert not any(wikitext_zip["mirror"].iterdir())
+
+
+def test_text_corpus_source_prefers_the_mirror_offline_and_wikitext_once_cached(wikitext_zip, monkeypatch):
+    monkeypatch.setenv(data.MIRROR_ENV, str(wikitext_zip["mirror"]))
+    assert data.text_corpus_source() == "wikitext-2"          # no mirror copy of enwiki-17M: download
+    (wikitext_zip["mirror"] / "text").mkdir()
+    (wikitext_zip["mirror"] / "text" / "enwiki-17M.txt.xz").write_bytes(b"")
+    assert data.text_corpus_source() == "enwiki-17M"          # a mirror: offline, use what it has
+    data.wikitext2("valid")                                   # now downloaded into the cache
+    assert data.text_corpus_source("auto") == "wikitext-2"
+    assert data.text_corpus_source("enwiki-17M") == "enwiki-17M"
+    assert set(data.TEXT_CORPUS_DESCRIPTIONS) == {"wikitext-2", "enwiki-17M"}
+    with pytest.raises(ValueError, match="source must be 'auto'"):
+        data.text_corpus_source("text8")

@@ -1098,6 +1098,7 @@ def cifar10(split: str = "train", n: int | None = None, *, source: str = "auto",
     return x, torch.from_numpy(labels)
 
 
+# ----------------------------------------------------------------------------------------------
 # Corpora for word vectors (chapters 8 and 9): text8 online, the mirror's corpora offline, tokens
 # ----------------------------------------------------------------------------------------------
 
@@ -1217,3 +1218,120 @@ def english_corpus(*, download: bool = True) -> str:
         return "enwiki-17M"
     fetch(TEXT8.path, download=download, progress=True)  # raises DataUnavailableError with the ways out
     return "text8"
+
+
+# ----------------------------------------------------------------------------------------------
+# WikiText-2 (chapter 8, BERT): Wikipedia articles with their titles and section headings
+# ----------------------------------------------------------------------------------------------
+
+#: WikiText-2, raw version (Merity, Xiong, Bradbury & Socher 2017): 720 Good and Featured English
+#: Wikipedia articles, about 2.1 M words for training, 0.2 M each for validation and test, split by
+#: article. Not in the course's data mirror: downloaded when online. The size and sha256 are those of
+#: the file as distributed on the Hugging Face mirror; they could not be checked against the live
+#: URLs from the offline machine this entry was written on.
+WIKITEXT2 = RemoteFile(
+    "wikitext/wikitext-2-raw-v1.zip",
+    ("https://huggingface.co/datasets/ggml-org/ci/resolve/927b3642933080f1b0e811e2f916e14c292992f9/"
+     "wikitext-2-raw-v1.zip",
+     "https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-raw-v1.zip"),
+    "ef7edb566e3e2b2d31b29c1fdb0c89a4cc683597484c3dc2517919c615435a11",
+    4_721_645,
+    "WikiText-2 raw (Merity, Xiong, Bradbury & Socher 2017, 'Pointer sentinel mixture models'): 720 "
+    "Good and Featured English Wikipedia articles split by article into train/valid/test, case, "
+    "punctuation and rare words kept; members wikitext-2-raw/wiki.{train,valid,test}.raw. Wikipedia "
+    "text, CC BY-SA 3.0. Not in the course's data mirror: downloaded when online. Checksum as "
+    "distributed on the Hugging Face mirror, not verified against the live URLs offline.",
+)
+REGISTRY[WIKITEXT2.path] = WIKITEXT2
+
+ONLINE_ONLY = (*ONLINE_ONLY, WIKITEXT2.path)  # not in the offline data mirror either
+
+WIKITEXT2_SPLITS = ("train", "valid", "test")
+# " = Title = " starts an article; " = = Heading = = " (or deeper, " = = = ... = = = ") a section.
+_WIKITEXT_HEADING = re.compile(r"^(=(?: =)*) (.+?) (=(?: =)*)$")
+# WikiText writes a hyphen, comma or point inside a word or number as " @-@ ", " @,@ ", " @.@ ".
+_WIKITEXT_AT = re.compile(r" @([-,.])@ ")
+
+
+def wikitext2(split: str = "train", *, join_at_marks: bool = True, download: bool = True
+              ) -> list[tuple[str, list[tuple[str | None, str]]]]:
+    """The articles of one split of WikiText-2 (raw), their titles and sections kept.
+
+    Returns a list of ``(title, lines)``, one per article in file order; ``lines`` holds
+    ``(heading, text)`` for each paragraph and each section heading, in order, where ``heading`` is
+    the nearest section heading above (None before the first) and a heading line itself appears with
+    ``text == heading``. In the file, ``" = Title = "`` starts an article and ``" = = Heading = = "``
+    (``" = = = Sub = = = "`` for a subsection) a section; empty lines are dropped. Sentence-pair
+    tasks need this structure: a next sentence must come from the same article.
+
+    ``split`` is ``"train"`` (600 articles), ``"valid"`` or ``"test"`` (60 each). With
+    ``join_at_marks`` (the default), WikiText's marks ``" @-@ "``, ``" @,@ "``, ``" @.@ "`` are joined
+    back (``"1 @,@ 000"`` becomes ``"1,000"``); the text is otherwise as in the file (tokens separated
+    by spaces). Source: Merity et al. (2017); Wikipedia text, CC BY-SA 3.0. The zip is not in the
+    course's data mirror: it is downloaded (4.7 MB) when online, and :class:`DataUnavailableError`
+    says so when it cannot be.
+    """
+    import zipfile
+
+    if split not in WIKITEXT2_SPLITS:
+        raise ValueError(f"split must be one of {', '.join(WIKITEXT2_SPLITS)}, got {split!r}.")
+    member = f"wikitext-2-raw/wiki.{split}.raw"
+    with zipfile.ZipFile(fetch(WIKITEXT2.path, download=download)) as archive:
+        try:
+            text = archive.read(member).decode("utf-8")
+        except KeyError:
+            raise ValueError(f"{WIKITEXT2.path} has no member {member!r} (it has "
+                             f"{', '.join(archive.namelist()[:5])}): the file may be damaged, delete it "
+                             "and fetch it again.") from None
+    articles: list[tuple[str, list[tuple[str | None, str]]]] = []
+    heading: str | None = None
+    for line in _lines(text):
+        line = line.strip()
+        if not line:
+            continue
+        if join_at_marks:
+            line = _WIKITEXT_AT.sub(r"\1", line)
+        match = _WIKITEXT_HEADING.match(line)
+        if match and match.group(1) == match.group(3):
+            level, name = match.group(1).count("="), match.group(2).strip()
+            if level == 1:
+                articles.append((name, []))
+                heading = None
+                continue
+            heading = name
+        if not articles:  # text before the first title belongs to no article
+            continue
+        articles[-1][1].append((heading, line if match is None else name))
+    return articles
+
+
+def text_corpus_source(source: str = "auto") -> str:
+    """Which Wikipedia corpus a chapter pretrains on: ``"wikitext-2"`` or ``"enwiki-17M"``.
+
+    ``"auto"`` picks, without touching the network: WikiText-2 if it is already in the cache; else
+    enwiki-17M if the data mirror (``$UNSUPLAB_DATA_MIRROR``, which means an offline machine) holds
+    it; else WikiText-2, which :func:`wikitext2` then downloads. enwiki-17M is packaged by the course
+    (no upstream file) and stands in for WikiText-2 offline: a result on it is not a result on
+    WikiText-2. ``TEXT_CORPUS_DESCRIPTIONS[source]`` says in words what the chosen corpus is.
+    """
+    source = str(source).strip()
+    if source in TEXT_CORPUS_DESCRIPTIONS:
+        return source
+    if source != "auto":
+        raise ValueError(f"source must be 'auto', 'wikitext-2' (downloaded) or 'enwiki-17M' (the data "
+                         f"mirror's Wikipedia text), got {source!r}.")
+    cached = cache_dir() / WIKITEXT2.path
+    if cached.is_file() and _check(cached, WIKITEXT2) is None:
+        return "wikitext-2"
+    mirror = mirror_dir()
+    if mirror is not None and (mirror / "text/enwiki-17M.txt.xz").is_file():
+        return "enwiki-17M"
+    return "wikitext-2"
+
+
+#: What each corpus of :func:`text_corpus_source` is, in words: print it next to every result.
+TEXT_CORPUS_DESCRIPTIONS = {
+    "wikitext-2": "WikiText-2 (raw; Merity et al. 2017): 720 Good and Featured Wikipedia articles",
+    "enwiki-17M": ("enwiki-17M (the course mirror's 17 M words of 2015 English Wikipedia; an offline "
+                   "stand-in, not WikiText-2)"),
+}

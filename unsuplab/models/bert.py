@@ -215,14 +215,46 @@ def section_dataset(articles: Sequence[Article], classes: dict[str, Sequence[str
     """
     classes = SECTION_CLASSES if classes is None else classes
     names = list(classes)
-    by_heading = {h: c for c, name in enumerate(names) for h in classes[name]}
+    # "Climate." (WikiExtractor) and "Climate" (WikiText) are the same heading
+    by_heading = {h.rstrip("."): c for c, name in enumerate(names) for h in classes[name]}
     texts, labels = [], []
     for article in articles:
         for heading, line in article.lines:
-            if heading in by_heading and line != heading and line.count(" ") + 1 >= min_words:
+            c = None if heading is None else by_heading.get(heading.rstrip("."))
+            if c is not None and line != heading and line.count(" ") + 1 >= min_words:
                 texts.append(line)
-                labels.append(by_heading[heading])
+                labels.append(c)
     return texts, torch.tensor(labels, dtype=torch.long), names
+
+
+def frequent_sections(articles: Sequence[Article], n_classes: int = 6, min_count: int = 50,
+                      min_words: int = 20) -> dict[str, tuple[str]]:
+    """The ``n_classes`` section headings with the most paragraphs (of at least ``min_words`` words)
+    in ``articles``, each with at least ``min_count``: classes for :func:`section_dataset` on a corpus
+    whose headings nobody picked by hand (WikiText-2's Good articles have "Reception", "Plot", ...)."""
+    counts: Counter = Counter(heading.rstrip(".") for article in articles for heading, line in article.lines
+                              if heading is not None and line != heading and line.count(" ") + 1 >= min_words)
+    top = [(h, n) for h, n in sorted(counts.items(), key=lambda hn: (-hn[1], hn[0])) if n >= min_count][:n_classes]
+    if len(top) < 2:
+        raise ValueError(f"fewer than 2 section headings have {min_count} paragraphs or more (the most frequent: "
+                         f"{counts.most_common(3)}): hold out more articles or ask for fewer labels.")
+    return {h.lower(): (h,) for h, _ in top}
+
+
+def corpus_articles(corpus: str, max_chars: int | None = None) -> list[Article]:
+    """The articles of a Wikipedia corpus of :func:`unsuplab.data.text_corpus_source`, in file order.
+
+    ``"enwiki-17M"``: the mirror's text cut into articles by :func:`wiki_articles` (its first
+    ``max_chars`` characters; None: all). ``"wikitext-2"``: the train, valid and test articles of
+    WikiText-2 (:func:`unsuplab.data.wikitext2`, downloaded when online), ``max_chars`` ignored.
+    """
+    from .. import data
+
+    corpus = data.text_corpus_source(corpus)
+    if corpus == "wikitext-2":
+        return [Article(title, lines) for split in data.WIKITEXT2_SPLITS for title, lines in data.wikitext2(split)
+                if lines]
+    return wiki_articles(data.read_text(corpus, max_chars=max_chars))
 
 
 def few_labels_split(labels: torch.Tensor, n_train_per_class: int, n_test_per_class: int | None = None,
@@ -465,6 +497,7 @@ class BertConfig:
     n_heads: int = 4
     d_ff: int = 1024
     dropout: float = 0.1
+    tie_embeddings: bool = False  # BERT ties the MLM decoder to E_tok; see BertForPretraining
 
     def __post_init__(self):
         if self.d_model % self.n_heads:
@@ -570,8 +603,17 @@ def _init_weights(module: nn.Module) -> None:
 class BertForPretraining(nn.Module):
     """The encoder with BERT's two pretraining heads: masked-LM, eq. (6), and next-sentence, eq. (7).
 
-    The MLM head is a dense layer, GELU and LayerNorm, then a decoder tied to the token embeddings
-    (plus a bias); the NSP head reads the [CLS] state through a ``tanh`` pooler.
+    The MLM head is a dense layer, GELU and LayerNorm, then a decoder ``W_dec`` (V, D) and a bias;
+    the NSP head reads the [CLS] state through a ``tanh`` pooler.
+
+    BERT ties the decoder to the token embeddings (``W_dec = E_tok``, Press & Wolf 2017); the course
+    does not (``cfg.tie_embeddings=False``). With a tied decoder, each step pushes the vector of every
+    word that is *not* the answer a little along the same direction (minus the mean hidden state), and
+    Adam turns even such tiny but consistent gradients into full-size steps: in a short run the
+    embeddings of all rare words drift to one shared direction (the "representation degeneration" of
+    Gao et al. 2019), and a downstream task that needs those words can no longer tell them apart.
+    Untied, a word's input embedding moves only when the word is read (Chung et al. 2021 found
+    untied embeddings no worse for fine-tuning).
     """
 
     def __init__(self, cfg: BertConfig):
@@ -579,14 +621,16 @@ class BertForPretraining(nn.Module):
         self.cfg = cfg
         self.encoder = BertEncoder(cfg)
         self.mlm_transform = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.LayerNorm(cfg.d_model))
+        self.decoder = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)  # W_dec
         self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.pooler = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.Tanh())
         self.nsp = nn.Linear(cfg.d_model, 2)
         self.apply(_init_weights)
 
     def mlm_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """Scores over the vocabulary for hidden states (..., D) -> (..., V), decoder tied to E_tok."""
-        return self.mlm_transform(h) @ self.encoder.tok.weight.T + self.mlm_bias
+        """Scores over the vocabulary for hidden states (..., D) -> (..., V): ``W_dec`` (or ``E_tok`` if tied)."""
+        w_dec = self.encoder.tok.weight if self.decoder is None else self.decoder.weight     # (V, D)
+        return self.mlm_transform(h) @ w_dec.T + self.mlm_bias
 
     def forward(self, input_ids, segment_ids=None, labels=None):
         """Hidden states (B, T, D), MLM logits at the ``labels != IGNORE_INDEX`` positions (M, V)
