@@ -137,8 +137,9 @@ def test_every_registered_file_has_a_source_and_a_checksum():
 def test_the_registry_agrees_with_the_mirror_manifest():
     rows = (Path(MIRROR) / "MANIFEST.tsv").read_text().splitlines()[1:]
     manifest = {p: (int(n), h) for p, n, h in (row.split("\t") for row in rows)}
-    registry = {p: (e.size, e.sha256) for p, e in data.REGISTRY.items()}
+    registry = {p: (e.size, e.sha256) for p, e in data.REGISTRY.items() if p not in data.ONLINE_ONLY}
     assert registry == manifest
+    assert all(data.REGISTRY[p].urls and p not in manifest for p in data.ONLINE_ONLY)  # downloaded only
 
 
 def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):

@@ -939,3 +939,125 @@ def sprites(n: int, *, size: int = 64, seed: int = 0) -> tuple[torch.Tensor, tor
     g = torch.Generator().manual_seed(int(seed))
     factors = torch.stack([torch.randint(k, (int(n),), generator=g) for k in SPRITE_FACTOR_SIZES], dim=1)
     return render_sprites(factors, size), factors
+
+
+# ----------------------------------------------------------------------------------------------
+# Corpora for word vectors (chapters 8 and 9): text8 online, the mirror's corpora offline, tokens
+# ----------------------------------------------------------------------------------------------
+
+#: text8 (Mahoney 2006): the first 10^8 bytes of a March 2006 English Wikipedia dump, cleaned to
+#: lower-case letters and single spaces (digits spelled out), 17,005,207 words. Not in the course's
+#: data mirror; downloaded from its author's site when online. The zip's sha256 and size are the ones
+#: published alongside it by others (the unzipped member "text8" has sha256 TEXT8_MEMBER_SHA256).
+TEXT8 = RemoteFile(
+    "text/text8.zip",
+    ("https://mattmahoney.net/dc/text8.zip",),
+    "a6640522afe85d1963ad56c05b0ede0a0c000dddc9671758a6cc09b7a38e5232",
+    31_344_016,
+    "text8 (Matt Mahoney, mattmahoney.net/dc/textdata.html): the first 10^8 bytes of English Wikipedia "
+    "(March 2006) cleaned to lower-case letters a-z and spaces, digits spelled out; one member 'text8' "
+    "of 100,000,000 bytes, 17,005,207 words. The standard small corpus of word2vec experiments. "
+    "Wikipedia text, CC BY-SA. Not in the course's data mirror: downloaded when online.",
+)
+TEXT8_MEMBER_SHA256 = "6e890197040d37d85beb962ae1f041ff1d9a9ca8d20c7d99c85027eebf51dca7"
+REGISTRY[TEXT8.path] = TEXT8
+
+#: Registered files that the course's offline data mirror does not hold (they are downloaded).
+ONLINE_ONLY = (TEXT8.path,)
+
+#: Corpora that :func:`corpus_tokens` reads: text8 (online) and the text corpora of the mirror.
+CORPORA = ("text8", "enwiki-17M", "eltec-en", "eltec-fr", "eltec-de", "tinyshakespeare")
+
+# A word is a run of letters in any script (\w without digits and underscore): "l'été" gives l, été.
+_WORD = re.compile(r"[^\W\d_]+")
+_TRAILING_LETTERS = re.compile(r"[^\W\d_]*\Z")
+
+
+def tokenize(text: str, lower: bool = True) -> list[str]:
+    """Split text into words the way text8 was made: runs of letters, lower-cased, the rest dropped.
+
+    Letters of every script count (``"Ça déjà"`` gives ``['ça', 'déjà']``), so the same function
+    serves the English, French and German corpora; digits and punctuation separate words and are
+    dropped (``"Don't panic, 42!"`` gives ``['don', 't', 'panic']``, as text8 has it).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"tokenize expects a str, got {type(text).__name__}: decode bytes with .decode('utf-8') first.")
+    return _WORD.findall(text.lower() if lower else text)
+
+
+def _stream_tokens(read, max_words: int | None, lower: bool) -> list[str]:
+    """Tokens from a text stream, read in growing blocks (64 K to 4 M characters) until ``max_words``.
+
+    A word cut by a block boundary is carried over to the next block, so the result is exactly
+    ``tokenize(whole text)[:max_words]``.
+    """
+    tokens: list[str] = []
+    carry = ""
+    block = 1 << 16
+    while max_words is None or len(tokens) < max_words:
+        piece = read(block)
+        block = min(2 * block, 1 << 22)
+        if not piece:
+            tokens += tokenize(carry, lower)
+            break
+        piece = carry + piece
+        cut = _TRAILING_LETTERS.search(piece).start()  # the last word may continue in the next block
+        tokens += tokenize(piece[:cut], lower)
+        carry = piece[cut:]
+    return tokens if max_words is None else tokens[:max_words]
+
+
+def corpus_tokens(name: str, max_words: int | None = None, *, lower: bool = True,
+                  download: bool = True) -> list[str]:
+    """The words of a corpus, in order, tokenised with :func:`tokenize` (the first ``max_words`` only).
+
+    ``name`` is one of :data:`CORPORA`: ``"text8"`` (downloaded with its checksum when online; already
+    lower-case letters, so tokenising it changes nothing), ``"enwiki-17M"`` (the mirror's English
+    Wikipedia, an offline stand-in for text8, 17.0 M words), ``"eltec-en"``, ``"eltec-fr"``,
+    ``"eltec-de"`` (novels, 1840-1920) or ``"tinyshakespeare"``. ``max_words`` stops reading early,
+    so the start of a big corpus is cheap. Tokenising the whole of enwiki-17M takes about a minute.
+    """
+    if max_words is not None and (isinstance(max_words, bool) or not isinstance(max_words, (int, np.integer))
+                                  or max_words < 1):
+        raise ValueError(f"max_words must be a whole number >= 1 or None (everything), got {max_words!r}.")
+    if name == "text8":
+        import io
+        import zipfile
+
+        with zipfile.ZipFile(fetch(TEXT8.path, download=download, progress=True)) as archive, \
+                io.TextIOWrapper(archive.open("text8"), encoding="ascii") as f:
+            return _stream_tokens(f.read, max_words, lower)
+    if name not in CORPORA:
+        close = difflib.get_close_matches(str(name), CORPORA, n=3)
+        raise ValueError(f"{name!r} is not a corpus" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+                         + f"; choose from {', '.join(CORPORA)}.")
+    path = text_file(name, download=download)
+    opener = lzma.open if path.suffix == ".xz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        return _stream_tokens(f.read, max_words, lower)
+
+
+def _at_hand(path: str) -> bool:
+    """Whether a registered file is in the mirror or the cache already (nothing is downloaded)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataIntegrityWarning)
+            fetch(path, download=False)
+        return True
+    except DataUnavailableError:
+        return False
+
+
+def english_corpus(*, download: bool = True) -> str:
+    """The English corpus to train word vectors on: ``"text8"`` when possible, else ``"enwiki-17M"``.
+
+    In order: text8 if it is already in the mirror or the cache; enwiki-17M if it is in the mirror or
+    the cache (the offline stand-in: say so next to every result, a result on it is not a text8
+    result); otherwise text8, downloaded (about 31 MB, checked against its sha256).
+    """
+    if _at_hand(TEXT8.path):
+        return "text8"
+    if _at_hand("text/enwiki-17M.txt.xz"):
+        return "enwiki-17M"
+    fetch(TEXT8.path, download=download, progress=True)  # raises DataUnavailableError with the ways out
+    return "text8"

@@ -1,0 +1,153 @@
+"""word2vec: the course's skip-gram (unsuplab.models.word2vec) against gensim's Word2Vec, one run.
+
+Both train on the same tokens with the same settings (skip-gram, negative sampling, dim 100, window 5,
+5 noise words, subsampling 1e-3, min_count 5, lr 0.025 falling linearly, the same number of threads),
+and both are scored by the same code (unsuplab.wordvectors): analogy accuracy on questions-words
+restricted to the 30,000 most frequent words, semantic and syntactic, and Spearman's rho on
+WordSim-353, SimLex-999 and MEN. gensim's own analogy evaluation is run too, as a cross-check of ours.
+Speed is raw corpus words x epochs per second of training (vocabulary building excluded for both),
+on the wall clock and per CPU-second (the whole process's CPU time, all threads), because on a shared
+machine the wall clock also measures the other users.
+
+gensim is not a course dependency: install it for this benchmark only (`pip install gensim`).
+
+    PYTHONPATH=. UNSUPLAB_DATA_MIRROR=... python benchmarks/word2vec_vs_gensim.py --epochs 5
+    python benchmarks/word2vec_vs_gensim.py --epochs 1 --out results/benchmarks/word2vec_vs_gensim-cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from unsuplab import data  # noqa: E402
+from unsuplab.models.word2vec import train_word2vec  # noqa: E402
+from unsuplab.runtime import device_name  # noqa: E402
+from unsuplab.wordvectors import WordVectors, evaluate  # noqa: E402
+
+
+def timed(fn):
+    """Run ``fn`` and return (its result, wall seconds, CPU seconds of the whole process)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run_gensim(tokens: list[str], args) -> dict:
+    from gensim.models import Word2Vec
+
+    # gensim takes sentences; text8 has none, so cut the stream into pieces of 10,000 words as
+    # gensim's own Text8Corpus does (windows do not cross the cuts: 0.1% of positions are affected).
+    sentences = [tokens[i:i + 10_000] for i in range(0, len(tokens), 10_000)]
+    model = Word2Vec(vector_size=args.dim, window=args.window, negative=args.negatives, sg=1, hs=0,
+                     min_count=args.min_count, sample=args.sample, alpha=args.lr, min_alpha=args.lr * 1e-4,
+                     workers=args.workers, epochs=args.epochs, seed=args.seed)
+    _, vocab_wall, _ = timed(lambda: model.build_vocab(sentences))
+    _, wall, cpu = timed(lambda: model.train(sentences, total_examples=len(sentences), epochs=args.epochs))
+    counts = torch.tensor([model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key])
+    wv = WordVectors(model.wv.index_to_key, torch.from_numpy(model.wv.vectors.copy()), counts)
+    scores = evaluate(wv)
+    questions = data.fetch("word-eval/questions-words.txt")
+    own, _ = model.wv.evaluate_word_analogies(str(questions), restrict_vocab=30_000)
+    return {"vocab_size": len(wv), "vocab_seconds": round(vocab_wall, 2), "train_seconds": round(wall, 2),
+            "train_cpu_seconds": round(cpu, 2), "words_per_second": len(tokens) * args.epochs / wall,
+            "words_per_cpu_second": len(tokens) * args.epochs / cpu, **scores,
+            "analogy_acc_by_gensims_own_evaluation": float(own)}
+
+
+def run_ours(tokens: list[str], args, shared_negatives) -> dict:
+    box = {}
+
+    def train():
+        box["wv"] = train_word2vec(tokens, dim=args.dim, window=args.window, negatives=args.negatives,
+                                   shared_negatives=shared_negatives, epochs=args.epochs, sample=args.sample,
+                                   min_count=args.min_count, lr=args.lr, threads=args.workers,
+                                   device=args.device, seed=args.seed, progress=False)
+    _, _, cpu = timed(train)
+    wv = box["wv"]
+    # train_seconds excludes building the vocabulary, as for gensim; the CPU time includes it (a
+    # few seconds), which slightly understates our words per CPU-second.
+    wall = wv.stats["train_seconds"]
+    return {"vocab_size": len(wv), "vocab_seconds": round(wv.stats["total_seconds"] - wall, 2),
+            "train_seconds": round(wall, 2), "train_cpu_seconds": round(cpu, 2),
+            "words_per_second": wv.stats["words_per_second"], "words_per_cpu_second": len(tokens) * args.epochs / cpu,
+            "shared_negatives": wv.stats["settings"]["shared_negatives"],
+            "batch_size": wv.stats["settings"]["batch_size"], **evaluate(wv.to("cpu"))}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--corpus", default="auto", help="text8, enwiki-17M, ... or auto (text8 if possible)")
+    parser.add_argument("--max-words", type=int, default=None, help="only the first N words of the corpus")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--dim", type=int, default=100)
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--negatives", type=int, default=5)
+    parser.add_argument("--min-count", type=int, default=5)
+    parser.add_argument("--sample", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=0.025)
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="threads for both (default: all cores)")
+    parser.add_argument("--device", default="cpu", help="device of our model (gensim always runs on the CPU)")
+    parser.add_argument("--per-pair", action="store_true", help="also train ours with K noise words per pair")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "word2vec_vs_gensim-cpu.json"))
+    args = parser.parse_args(argv)
+
+    import gensim
+
+    corpus = data.english_corpus() if args.corpus == "auto" else args.corpus
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    load_before = os.getloadavg()
+    tokens, token_wall, _ = timed(lambda: data.corpus_tokens(corpus, args.max_words))
+    print(f"corpus {corpus}: {len(tokens):,} words (tokenised in {token_wall:.0f} s)"
+          + ("" if corpus == "text8" else " -- an offline stand-in for text8, not text8"), flush=True)
+
+    results = {}
+    for name, run in [("gensim", lambda: run_gensim(tokens, args)),
+                      ("unsuplab", lambda: run_ours(tokens, args, "auto")),
+                      *([("unsuplab_per_pair", lambda: run_ours(tokens, args, None))] if args.per_pair else [])]:
+        print(f"training {name} ...", flush=True)
+        results[name] = run()
+        r = results[name]
+        print(f"  {name}: {r['words_per_second']:,.0f} words/s ({r['words_per_cpu_second']:,.0f} per CPU-second), "
+              f"analogy {r['analogy_acc']:.1%} (semantic {r['analogy_semantic_acc']:.1%}, syntactic "
+              f"{r['analogy_syntactic_acc']:.1%}), WS353 {r['wordsim353_spearman']:.3f}, "
+              f"SimLex {r['simlex999_spearman']:.3f}, MEN {r['men_spearman']:.3f}", flush=True)
+
+    ours, ref = results["unsuplab"], results["gensim"]
+    summary = {
+        "benchmark": "word2vec_vs_gensim", "started": started, "corpus": corpus,
+        "corpus_is_text8": corpus == "text8", "raw_words": len(tokens),
+        "settings": {k: getattr(args, k) for k in ("epochs", "dim", "window", "negatives", "min_count", "sample",
+                                                    "lr", "workers", "device", "seed", "max_words")},
+        "hardware": device_name(torch.device(args.device)), "cpu": device_name(torch.device("cpu")),
+        "cores": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(), "torch": torch.__version__, "gensim": gensim.__version__,
+        "speed_ratio_wall": ours["words_per_second"] / ref["words_per_second"],
+        "speed_ratio_cpu": ours["words_per_cpu_second"] / ref["words_per_cpu_second"],
+        "analogy_difference": ours["analogy_acc"] - ref["analogy_acc"],
+        "results": results,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"ours / gensim speed: {summary['speed_ratio_wall']:.2f}x on the wall clock, "
+          f"{summary['speed_ratio_cpu']:.2f}x per CPU-second; analogy difference "
+          f"{100 * summary['analogy_difference']:+.1f} points; written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""word2vec (skip-gram with negative sampling) and the word-vector measures, against exact answers."""
+
+import hashlib
+import io
+import math
+import os
+import zipfile
+
+import pytest
+import scipy.stats
+import torch
+import torch.nn.functional as F
+
+from unsuplab import data
+from unsuplab.models.word2vec import (SkipGram, Vocabulary, keep_probabilities, noise_distribution, sample_noise,
+                                      sgns_loss, skipgram_pairs, subsample, train_word2vec)
+from unsuplab.wordvectors import (WordVectors, analogy_accuracy, cosine_similarity, nearest_neighbours,
+                                  similarity_spearman, spearman)
+
+needs_mirror = pytest.mark.skipif(not os.environ.get(data.MIRROR_ENV),
+                                  reason="UNSUPLAB_DATA_MIRROR is not set (make test sets it)")
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+# --------------------------------------------------------------------------- the loss (8.2), (8.7)
+
+def test_loss_matches_the_formula_written_out_by_hand():
+    v_c = torch.tensor([[1.0, 0.0], [0.5, -1.0]])
+    u_o = torch.tensor([[2.0, 1.0], [0.0, 1.0]])
+    u_neg = torch.tensor([[[1.0, 1.0], [-1.0, 0.0]], [[0.0, 0.0], [3.0, 1.0]]])  # K = 2 per pair
+    # pair 0: s_o = 2, s_neg = 1, -1;   pair 1: s_o = -1, s_neg = 0, 0.5
+    expected = [-math.log(sigmoid(2)) - math.log(sigmoid(-1)) - math.log(sigmoid(1)),
+                -math.log(sigmoid(-1)) - math.log(sigmoid(0)) - math.log(sigmoid(-0.5))]
+    assert sgns_loss(v_c, u_o, u_neg).tolist() == pytest.approx(expected, rel=1e-6)
+    # shared noise words (8.7): the same two for both pairs (scores 1, -1 and -0.5, -0.5), weight K / K' = 0.5
+    shared = torch.tensor([[1.0, 1.0], [-1.0, 0.0]])
+    expected_shared = [-math.log(sigmoid(2)) - 0.5 * (math.log(sigmoid(-1)) + math.log(sigmoid(1))),
+                       -math.log(sigmoid(-1)) - 0.5 * (math.log(sigmoid(0.5)) + math.log(sigmoid(0.5)))]
+    assert sgns_loss(v_c, u_o, shared, noise_weight=0.5).tolist() == pytest.approx(expected_shared, rel=1e-6)
+
+
+def test_loss_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"u_neg must be \(B, K, d\)"):
+        sgns_loss(torch.zeros(4, 3), torch.zeros(4, 3), torch.zeros(4, 2, 5))
+    with pytest.raises(ValueError, match="v_c and u_o must both be"):
+        sgns_loss(torch.zeros(4, 3), torch.zeros(3, 3), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_hand_written_sgd_step_is_autograd_sgd_on_the_summed_loss(shared):
+    # Repeated ids in the batch (word 1 is a center twice, word 3 a context and a noise word) must
+    # accumulate exactly as autograd accumulates them.
+    g = torch.Generator().manual_seed(0)
+    model = SkipGram(6, 4)
+    with torch.no_grad():
+        model.W_out.weight.normal_(generator=g)
+    centers, contexts = torch.tensor([1, 1, 2, 5]), torch.tensor([3, 0, 4, 3])
+    negatives = torch.tensor([2, 5, 1]) if shared else torch.tensor([[2, 5], [3, 4], [0, 0], [1, 2]])
+    weight = 2 / 3 if shared else 1.0
+    reference = SkipGram(6, 4)
+    reference.load_state_dict(model.state_dict())
+    reference(centers, contexts, negatives, weight).sum().backward()
+    lr = 0.1
+    before = model.sgd_step(centers, contexts, negatives, lr, weight, return_loss=True)
+    assert before == pytest.approx(reference(centers, contexts, negatives, weight).mean().item(), rel=1e-5)
+    for name in ("W_in", "W_out"):
+        grad = getattr(reference, name).weight.grad.to_dense()
+        expected = getattr(reference, name).weight.detach() - lr * grad
+        assert torch.allclose(getattr(model, name).weight, expected, atol=1e-6), name
+
+
+def test_a_noise_word_equal_to_the_context_is_skipped():
+    # The only noise word of the pair is its context (word 1): the step is the positive term alone.
+    model = SkipGram(3, 2)
+    with torch.no_grad():
+        model.W_in.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 0.0], [0.0, 0.0]]))
+        model.W_out.weight.copy_(torch.tensor([[0.0, 0.0], [0.5, -1.0], [3.0, 3.0]]))
+    v, u = model.W_in.weight[0].detach().clone(), model.W_out.weight[1].detach().clone()
+    g = sigmoid(float(u @ v)) - 1                       # dl/ds_o, s_o = -1.5
+    for negatives in (torch.tensor([[1]]), torch.tensor([1, 1])):
+        with torch.no_grad():
+            model.W_in.weight[0], model.W_out.weight[1] = v, u
+        model.sgd_step(torch.tensor([0]), torch.tensor([1]), negatives, lr=1.0)
+        assert torch.allclose(model.W_in.weight[0], v - g * u)
+        assert torch.allclose(model.W_out.weight[1], u - g * v)
+        assert torch.equal(model.W_out.weight[2], torch.tensor([3.0, 3.0]))
+
+
+# --------------------------------------------------------------------------- subsampling (8.4), noise (8.3)
+
+def test_keep_probabilities_are_word2vecs_formula():
+    counts = torch.tensor([900, 90, 9, 1])          # f = 0.9, 0.09, 0.009, 0.001
+    t = 0.01
+    expected = [math.sqrt(t / f) + t / f for f in (0.9, 0.09, 0.009, 0.001)]
+    expected = [min(1.0, p) for p in expected]     # [0.1165, 0.4444, 1, 1]
+    assert keep_probabilities(counts, t).tolist() == pytest.approx(expected, rel=1e-6)
+    assert keep_probabilities(counts, 0).tolist() == [1.0] * 4
+    with pytest.raises(ValueError, match="sample"):
+        keep_probabilities(counts, -1)
+    with pytest.raises(ValueError, match="counts"):
+        keep_probabilities(torch.tensor([[1, 2]]))
+
+
+def test_subsample_keeps_each_word_at_its_rate():
+    keep = torch.tensor([0.25, 1.0])
+    ids = torch.tensor([0, 1] * 20_000)
+    kept = subsample(ids, keep, torch.Generator().manual_seed(0))
+    assert (kept == 1).sum() == 20_000                          # always kept
+    assert abs((kept == 0).sum().item() / 20_000 - 0.25) < 0.01  # 4 standard deviations is 0.012
+
+
+def test_noise_distribution_is_proportional_to_count_to_the_three_quarters():
+    counts = torch.tensor([16, 1, 81, 0])
+    p = noise_distribution(counts)
+    expected = torch.tensor([8.0, 1.0, 27.0, 0.0]) / 36     # 16^0.75 = 8, 81^0.75 = 27
+    assert torch.allclose(p, expected, atol=1e-7) and p.sum().item() == pytest.approx(1.0)
+    assert torch.allclose(noise_distribution(counts, power=1.0), counts / counts.sum())
+    draws = sample_noise(p.double().cumsum(0).float(), (200_000,), torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4) / len(draws)
+    assert freq[3] == 0                                        # a word never seen is never drawn
+    assert torch.allclose(freq, expected, atol=0.004)           # 4 standard deviations
+
+
+# --------------------------------------------------------------------------- pairs with dynamic windows (8.1)
+
+def test_window_one_gives_every_neighbour_pair_both_ways():
+    ids = torch.tensor([4, 7, 1, 9])
+    centers, contexts = skipgram_pairs(ids, 1)
+    assert sorted(zip(centers.tolist(), contexts.tolist())) == sorted(
+        [(4, 7), (7, 4), (7, 1), (1, 7), (1, 9), (9, 1)])
+
+
+def test_dynamic_windows_pair_each_position_with_its_b_t_neighbours():
+    n, window, seed = 50, 4, 3
+    ids = torch.arange(n)                                   # the id is the position
+    centers, contexts = skipgram_pairs(ids, window, torch.Generator().manual_seed(seed))
+    b = torch.randint(1, window + 1, (n,), generator=torch.Generator().manual_seed(seed))  # the same draw
+    expected = sorted((t, t + j) for t in range(n) for j in range(-window, window + 1)
+                      if j != 0 and abs(j) <= b[t] and 0 <= t + j < n)
+    assert sorted(zip(centers.tolist(), contexts.tolist())) == expected
+    with pytest.raises(ValueError, match="window must be"):
+        skipgram_pairs(ids, 0)
+    assert skipgram_pairs(torch.tensor([3]), 5)[0].numel() == 0
+
+
+# --------------------------------------------------------------------------- vocabulary and training
+
+def test_vocabulary_sorts_by_count_and_drops_rare_words():
+    vocab = Vocabulary.from_tokens("b a c a b a d".split(), min_count=2)
+    assert vocab.words == ["a", "b"] and vocab.counts.tolist() == [3, 2]
+    assert vocab.encode("a x b b".split()).tolist() == [0, 1, 1]
+    with pytest.raises(TypeError, match="split it into words"):
+        Vocabulary.from_tokens("a b c")
+    with pytest.raises(ValueError, match="no word occurs 9 times"):
+        Vocabulary.from_tokens(["a", "b"], min_count=9)
+
+
+def topic_corpus(n_sentences=1500, seed=0):
+    """Sentences drawn from one of two topics: words of a topic only ever appear together."""
+    g = torch.Generator().manual_seed(seed)
+    topics = [[f"fruit{i}" for i in range(6)], [f"tool{i}" for i in range(6)]]
+    tokens = []
+    for _ in range(n_sentences):
+        topic = topics[torch.randint(2, (1,), generator=g).item()]
+        tokens += [topic[i] for i in torch.randint(6, (8,), generator=g).tolist()]
+    return tokens
+
+
+@pytest.mark.parametrize("shared_negatives", ["auto", None])
+def test_training_puts_words_of_the_same_topic_together(shared_negatives):
+    wv = train_word2vec(topic_corpus(), dim=16, window=2, epochs=3, sample=0, min_count=1, lr=0.05,
+                        batch_size=256, threads=1, seed=0, progress=False, shared_negatives=shared_negatives,
+                        negatives=2)
+    assert len(wv) == 12 and wv.dim == 16
+    for word in ("fruit0", "tool3"):
+        neighbours = [w for w, _ in wv.most_similar(word, k=5)]
+        assert all(w[:4] == word[:4] for w in neighbours), (word, neighbours)
+    assert wv.stats["words_per_second"] > 0 and wv.stats["pairs"] > 0
+    first, last = wv.stats["loss_curve"][0][1], wv.stats["loss_curve"][-1][1]
+    assert last < first
+
+
+def test_training_is_reproducible_with_one_thread():
+    tokens = topic_corpus(300)
+    runs = [train_word2vec(tokens, dim=8, epochs=1, min_count=1, threads=1, seed=1, progress=False)
+            for _ in range(2)]
+    assert torch.equal(runs[0].vectors, runs[1].vectors)
+
+
+def test_training_explains_bad_input():
+    with pytest.raises(TypeError, match="one string"):
+        train_word2vec("the whole text as one string", progress=False)
+    with pytest.raises(ValueError, match="pass the Vocabulary"):
+        train_word2vec(torch.tensor([0, 1, 2]), progress=False)
+    with pytest.raises(ValueError, match="dim must be"):
+        train_word2vec(["a"] * 10, dim=0, min_count=1, progress=False)
+    with pytest.raises(ValueError, match="shared_negatives"):
+        train_word2vec(["a"] * 10, shared_negatives="all", min_count=1, progress=False)
+
+
+# --------------------------------------------------------------------------- word-vector measures
+
+def hand_made_vectors():
+    """Word = family + sign * gender, with orthonormal directions: every vector has length sqrt(2),
+    and woman - man + king is exactly queen."""
+    e = torch.eye(8)
+    gender = e[7]
+    rows = {}
+    for i, (male, female) in enumerate([("man", "woman"), ("king", "queen"), ("boy", "girl"),
+                                        ("prince", "princess")]):
+        rows[male], rows[female] = e[i] + gender, e[i] - gender
+    rows["apple"], rows["pear"] = e[5] + e[6], e[5] - e[6]
+    rows["uncle"], rows["aunt"] = e[4] + gender, e[4] - gender
+    words = list(rows)  # the order says which words are "frequent": uncle and aunt are 11th and 12th
+    return WordVectors(words, torch.stack([rows[w] for w in words]))
+
+
+def test_analogies_on_hand_made_vectors_with_known_answers():
+    wv = hand_made_vectors()
+    assert wv.analogy("man", "king", "woman")[0][0] == "queen"
+    assert wv.analogy("man", "king", "woman")[0][1] == pytest.approx(1.0)
+    questions = {
+        "family": [("Man", "Woman", "King", "Queen"),     # right (upper case is lower-cased)
+                   ("boy", "girl", "prince", "princess"),  # right
+                   ("man", "woman", "uncle", "aunt")],     # uncle/aunt are outside the 10 most frequent
+        "gram-gender": [("boy", "girl", "man", "woman"),    # right: girl - boy + man = woman
+                        ("man", "woman", "king", "boy")],   # wrong: the answer is queen
+    }
+    result = analogy_accuracy(wv, questions, restrict_vocab=10)
+    assert result["n_questions"] == 5 and result["n_covered"] == 4 and result["coverage"] == 0.8
+    assert result["semantic"] == 1.0 and result["syntactic"] == 0.5 and result["accuracy"] == 0.75
+    assert result["sections"] == {"family": (2, 2), "gram-gender": (1, 2)}
+    assert analogy_accuracy(wv, questions)["n_covered"] == 5
+
+
+def test_similarity_spearman_and_neighbours():
+    wv = hand_made_vectors()
+    pairs = [("king", "prince", 5.0), ("king", "queen", 1.0), ("apple", "pear", 0.5), ("king", "man", 6.0),
+             ("king", "zebra", 9.0)]
+    result = similarity_spearman(wv, pairs)
+    assert result["n_covered"] == 4 and result["coverage"] == 0.8
+    # cos(king, prince) = 0.5, cos(king, man) = 0.5, cos(king, queen) = 0, cos(apple, pear) = 0
+    cos = [float(cosine_similarity(wv[a][None], wv[b][None])) for a, b, _ in pairs[:4]]
+    assert cos == pytest.approx([0.5, 0.0, 0.0, 0.5], abs=1e-6)
+    # ranks with ties: model (3.5, 1.5, 1.5, 3.5), human (3, 2, 1, 4): Pearson of the ranks is 2 / sqrt(5)
+    assert result["spearman"] == pytest.approx(2 / math.sqrt(5), abs=1e-6)
+    x, y = torch.randn(2, 40, generator=torch.Generator().manual_seed(0)).round(decimals=1).tolist()
+    assert spearman(x, y) == pytest.approx(scipy.stats.spearmanr(x, y).statistic, rel=1e-9)  # with ties
+    keys = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
+    values, indices = nearest_neighbours(keys[:7], keys, k=3, batch_size=2)
+    brute = cosine_similarity(keys[:7], keys).topk(3, dim=1)
+    assert torch.equal(indices, brute.indices) and torch.allclose(values, brute.values)
+    assert (indices[:, 0] == torch.arange(7)).all()          # each key is its own nearest neighbour
+    with pytest.raises(KeyError, match="not in the vocabulary"):
+        wv["zebra"]
+
+
+def test_word_vectors_save_and_load(tmp_path):
+    wv = hand_made_vectors()
+    again = WordVectors.load(wv.save(tmp_path / "wv.pt"))
+    assert again.words == wv.words and torch.equal(again.vectors, wv.vectors)
+    with pytest.raises(ValueError, match="one vector per word"):
+        WordVectors(["a", "b"], torch.zeros(3, 2))
+
+
+# --------------------------------------------------------------------------- corpora (unsuplab.data)
+
+def test_tokenize_keeps_letters_of_every_script():
+    assert data.tokenize("Don't panic, 42 times!") == ["don", "t", "panic", "times"]
+    assert data.tokenize("Ça déjà, Straße") == ["ça", "déjà", "straße"]
+
+
+def test_text8_is_registered_for_download_with_its_checksum():
+    entry = data.REGISTRY["text/text8.zip"]
+    assert entry.size == 31_344_016 and entry.urls == ("https://mattmahoney.net/dc/text8.zip",)
+    assert "text/text8.zip" in data.ONLINE_ONLY
+
+
+def test_text8_is_read_from_its_zip(tmp_path, monkeypatch):
+    # a stand-in text8.zip, registered under its own checksum, found in a tmp mirror
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("text8", " anarchism originated as a term of abuse" * 3)
+    content = buffer.getvalue()
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "text8.zip").write_bytes(content)
+    monkeypatch.setitem(data.REGISTRY, "text/text8.zip", data.RemoteFile(
+        "text/text8.zip", (), hashlib.sha256(content).hexdigest(), len(content), "test"))
+    monkeypatch.setenv(data.MIRROR_ENV, str(tmp_path))
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
+    assert data.corpus_tokens("text8")[:3] == ["anarchism", "originated", "as"]
+    assert len(data.corpus_tokens("text8")) == 21 and len(data.corpus_tokens("text8", max_words=4)) == 4
+    assert data.english_corpus() == "text8"
+
+
+@needs_mirror
+def test_corpus_tokens_streams_exactly_what_tokenize_gives(monkeypatch, tmp_path):
+    whole = data.tokenize(data.read_text("tinyshakespeare"))
+    assert data.corpus_tokens("tinyshakespeare") == whole   # 1.1 MB: several blocks, words cut between them
+    assert data.corpus_tokens("enwiki-17M", max_words=1_000)[:3] == ["anarchism", "anarchism", "is"]
+    with pytest.raises(ValueError, match="did you mean 'enwiki-17M'"):
+        data.corpus_tokens("enwiki17M")
+    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))   # text8 in neither the mirror nor the cache
+    assert data.english_corpus(download=False) == "enwiki-17M"
