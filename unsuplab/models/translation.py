@@ -124,8 +124,10 @@ def procrustes(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 
 def is_orthogonal(W: torch.Tensor, atol: float = 1e-4) -> bool:
     """Whether ``W W^T = I`` to within ``atol`` (an orthogonal map keeps lengths and angles)."""
+    if W.ndim != 2 or W.shape[0] != W.shape[1]:
+        return False
     eye = torch.eye(W.shape[0], dtype=W.dtype, device=W.device)
-    return W.ndim == 2 and W.shape[0] == W.shape[1] and bool(torch.allclose(W @ W.T, eye, atol=atol))
+    return bool(torch.allclose(W @ W.T, eye, atol=atol))
 
 
 @torch.no_grad()
@@ -224,7 +226,7 @@ def translation_precision(WX: torch.Tensor, Y: torch.Tensor, pairs: torch.Tensor
                          "larger vocabulary or another dictionary.")
     sources = pairs[:, 0].unique()                                    # (q,)
     gold = torch.zeros(len(sources), len(Y), dtype=torch.bool)        # (q, m) reference translations
-    gold[torch.searchsorted(sources, pairs[:, 0]), pairs[:, 1]] = True
+    gold[torch.searchsorted(sources, pairs[:, 0].contiguous()), pairs[:, 1]] = True
     _, top = translate(WX, Y, sources.to(WX.device), method=method, k=k_csls, topn=max(ks))
     hit = gold.gather(1, top.cpu())                                    # (q, max k)
     out = {f"P@{k}": hit[:, :k].any(1).float().mean().item() for k in ks}
@@ -769,7 +771,7 @@ def translate_ids(translator, sentences: Sequence[Sequence[int]], tgt_lang: str,
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            src, src_len = pad([list(sentences[i])[:max_len] or [0] for i in chunk], device)
+            src, src_len = pad([list(sentences[i])[:max_len] or [translator.vocab.unk_id] for i in chunk], device)
             with _autocast(device):
                 ids, lengths = translator.generate(src, src_len, tgt_lang)
             for row, i in enumerate(chunk):
@@ -799,7 +801,8 @@ def bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]
     ``p_n`` = (n-grams of the hypotheses found in their reference, each counted at most as often as it
     occurs there) / (n-grams of the hypotheses), summed over the corpus; ``BP = min(1, exp(1 - r / c))``
     with ``r`` and ``c`` the total reference and hypothesis lengths; BLEU = ``BP exp(mean_n log p_n)``.
-    Zero when some ``p_n`` is zero (no smoothing), as sacreBLEU's default corpus score.
+    Zero when some ``p_n`` is zero (no smoothing): sacreBLEU's default corpus score smooths that case
+    (``smooth_method="exp"``), so the two agree only when every ``p_n > 0``, as on any real test set.
     """
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: give one reference "
