@@ -75,7 +75,7 @@ __all__ = [
     "procrustes_refinement", "supervised_procrustes",
     # sentences
     "tokenize_sentence", "detokenize", "MTVocab", "word_drop", "local_shuffle", "add_noise",
-    "Seq2Seq", "WordByWord", "translate_sentences", "denoising_loss", "back_translation_loss",
+    "Seq2Seq", "WordByWord", "best_translations", "init_embeddings_from_dictionary", "translate_ids", "translate_sentences", "denoising_loss", "back_translation_loss",
     "train_unmt", "train_supervised", "bleu", "corpus_bleu", "round_trip_bleu", "monolingual_halves",
 ]
 
@@ -640,26 +640,44 @@ class Seq2Seq(nn.Module):
         pad_mask = torch.arange(src.shape[1], device=src.device)[None, :] >= src_len[:, None]
         return self.encoder(self._embed(src), src_key_padding_mask=pad_mask), pad_mask
 
-    def decode(self, memory: torch.Tensor, memory_pad: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, V) of the next token after each prefix of ``tgt_in`` (B, T)."""
+    def output_ids(self, lang: str) -> torch.Tensor:
+        """The ids the decoder may write in ``lang``: ``<eos>``, ``<unk>``, then the words of ``lang``; (V_l,)."""
+        start, stop = self.vocab.lang_range(lang)
+        special = torch.tensor([self.vocab.eos_id, self.vocab.unk_id], device=self.device)
+        return torch.cat([special, torch.arange(start, stop, device=self.device)])
+
+    def decode(self, memory: torch.Tensor, memory_pad: torch.Tensor, tgt_in: torch.Tensor, lang: str,
+               last_only: bool = False) -> torch.Tensor:
+        """Logits (B, T, V_l) of the next token after each prefix of ``tgt_in`` (B, T), over the ids that
+        language ``lang`` may write (:meth:`output_ids`: a softmax over one language's words, not all);
+        with ``last_only``, those after the whole prefix only, (B, V_l) (all that greedy decoding needs)."""
         T_ = tgt_in.shape[1]
         causal = torch.triu(torch.ones(T_, T_, dtype=torch.bool, device=tgt_in.device), 1)
         h = self.decoder(self._embed(tgt_in), memory, tgt_mask=causal, tgt_is_causal=True,
                          tgt_key_padding_mask=tgt_in == self.vocab.pad_id, memory_key_padding_mask=memory_pad)
-        return h @ self.embed.weight.T                                  # (B, T, d) -> (B, T, V)
+        if last_only:
+            h = h[:, -1]                                                # (B, d)
+        return h @ self.embed.weight[self.output_ids(lang)].T           # (B, T, d) -> (B, T, V_l), tied weights
 
     def forward(self, src, src_len, tgt, tgt_len, tgt_lang: str) -> torch.Tensor:
         """Mean cross-entropy per target token of writing ``tgt`` (B, T) in ``tgt_lang`` from ``src`` (B, S):
         ``-log p(y | e(src), l)``, the decoder fed ``<l> y_1 .. y_T`` and trained to output ``y_1 .. y_T <eos>``."""
+        _check_batch(tgt, tgt_len)
         memory, memory_pad = self.encode(src, src_len)
         B = len(tgt)
         tag = torch.full((B, 1), self.vocab.lang_id(tgt_lang), dtype=torch.long, device=tgt.device)
         tgt_in = torch.cat([tag, tgt], 1)                               # (B, T + 1)
-        tgt_out = torch.cat([tgt, torch.zeros_like(tag)], 1)             # (B, T + 1)
-        tgt_out[torch.arange(B, device=tgt.device), tgt_len] = self.vocab.eos_id
-        logits = self.decode(memory, memory_pad, tgt_in)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tgt_out.reshape(-1),
-                               ignore_index=self.vocab.pad_id)
+        # targets as positions in output_ids: <eos> 0, <unk> 1, word w of the block at w - start + 2
+        start, stop = self.vocab.lang_range(tgt_lang)
+        valid = torch.arange(tgt.shape[1], device=tgt.device)[None, :] < tgt_len[:, None]
+        if bool((valid & (tgt != self.vocab.unk_id) & ((tgt < start) | (tgt >= stop))).any()):
+            raise ValueError(f"the target sentences hold ids that are not words of {tgt_lang!r}: encode them "
+                             f"with vocab.encode(tokens, {tgt_lang!r}).")
+        target = torch.where(tgt == self.vocab.unk_id, 1, tgt - start + 2).masked_fill(~valid, -100)
+        target = torch.cat([target, torch.full_like(tag, -100)], 1)     # (B, T + 1)
+        target[torch.arange(B, device=tgt.device), tgt_len] = 0         # <eos> after the last word
+        logits = self.decode(memory, memory_pad, tgt_in, tgt_lang)      # (B, T + 1, V_l)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), target.reshape(-1), ignore_index=-100)
 
     @torch.no_grad()
     def generate(self, src: torch.Tensor, src_len: torch.Tensor, tgt_lang: str, max_len: int | None = None
@@ -673,16 +691,16 @@ class Seq2Seq(nn.Module):
         B = len(src)
         max_len = max_len or int(1.5 * src.shape[1] + 5)
         max_len = min(max_len, len(self.pe) - 1)
-        banned = ~self.vocab.lang_mask(tgt_lang, src.device)            # (V,)
+        ids = self.output_ids(tgt_lang)                                 # (V_l,) column -> id
         out = torch.full((B, 1), self.vocab.lang_id(tgt_lang), dtype=torch.long, device=src.device)
         done = torch.zeros(B, dtype=torch.bool, device=src.device)
         lengths = torch.full((B,), max_len, dtype=torch.long, device=src.device)
         for t in range(max_len):
-            logits = self.decode(memory, memory_pad, out)[:, -1]        # (B, V), the last position
-            logits = logits.float().masked_fill(banned, -float("inf"))
+            logits = self.decode(memory, memory_pad, out, tgt_lang, last_only=True).float()   # (B, V_l)
+            logits[:, 1] = -float("inf")                                 # never write <unk>
             if t == 0:                                                   # no empty translation
-                logits[:, self.vocab.eos_id] = -float("inf")
-            nxt = logits.argmax(-1)                                      # (B,)
+                logits[:, 0] = -float("inf")
+            nxt = ids[logits.argmax(-1)]                                 # (B,)
             ended = (nxt == self.vocab.eos_id) & ~done
             lengths[ended] = t
             done |= ended
@@ -692,6 +710,22 @@ class Seq2Seq(nn.Module):
         out = out[:, 1:]
         out[torch.arange(out.shape[1], device=out.device)[None, :] >= lengths[:, None]] = self.vocab.pad_id
         return out[:, : int(lengths.max()) if len(lengths) else 0], lengths
+
+
+def best_translations(pairs: Sequence[tuple[str, str]], target_counts: dict[str, int] | None = None
+                      ) -> dict[str, str]:
+    """One translation per source word from a dictionary that lists several (``"the"``: le, la, les...).
+
+    With ``target_counts`` (word counts of the target language's *monolingual* corpus) the candidate
+    seen most often there wins, and candidates never seen are skipped; without, the first listed.
+    """
+    best: dict[str, str] = {}
+    for a, b in pairs:
+        if target_counts is None:
+            best.setdefault(a, b)
+        elif target_counts.get(b, 0) > 0 and target_counts.get(b, 0) > target_counts.get(best.get(a), 0):
+            best[a] = b
+    return best
 
 
 class WordByWord:
@@ -728,6 +762,23 @@ class WordByWord:
 
     def eval(self) -> "WordByWord":
         return self
+
+
+@torch.no_grad()
+def init_embeddings_from_dictionary(model: Seq2Seq, translator: WordByWord, src: str, tgt: str) -> int:
+    """Start each word of ``tgt`` where its dictionary translation in ``src`` starts: ``E[f] = E[e]``.
+
+    Lample et al. initialise the shared embeddings with cross-lingual word vectors, so that a word and
+    its translation begin as neighbours; the denoising auto-encoder, which learns to copy, then writes
+    the translation of a word it reads in the other language from the first step. The dictionary of
+    ``translator`` (``tgt`` -> ``src``) plays the cross-lingual vectors here. Returns how many rows were set.
+    """
+    table = translator.tables[(tgt, src)].to(model.device)      # ids of tgt -> ids of src
+    start, stop = model.vocab.lang_range(tgt)
+    ids = torch.arange(start, stop, device=model.device)
+    found = table[ids] != model.vocab.unk_id
+    model.embed.weight[ids[found]] = model.embed.weight[table[ids[found]]]
+    return int(found.sum())
 
 
 # ---------------------------------------------------------------------------------------------
