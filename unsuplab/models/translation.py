@@ -303,6 +303,20 @@ def adversarial_alignment(X: torch.Tensor, Y: torch.Tensor, *, steps: int = 20_0
     the discriminator's accuracy and loss at each evaluation, and the best step.
     """
     X, Y = _matrix("X", X), _matrix("Y", Y, X.shape[1])
+    if X.device.type == "cpu":              # thousands of tiny steps: on a CPU, more threads only add waiting
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _adversarial_alignment(X, Y, steps, batch_size, dis_steps, lr, lr_decay, beta, smooth,
+                                          most_frequent, hidden, eval_every, criterion_words, seed, progress)
+        finally:
+            torch.set_num_threads(threads)
+    return _adversarial_alignment(X, Y, steps, batch_size, dis_steps, lr, lr_decay, beta, smooth, most_frequent,
+                                  hidden, eval_every, criterion_words, seed, progress)
+
+
+def _adversarial_alignment(X, Y, steps, batch_size, dis_steps, lr, lr_decay, beta, smooth, most_frequent, hidden,
+                           eval_every, criterion_words, seed, progress) -> tuple[torch.Tensor, dict]:
     d, device = X.shape[1], X.device
     g = torch.Generator(device="cpu").manual_seed(seed)
     torch.manual_seed(seed)
