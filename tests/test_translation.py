@@ -336,3 +336,34 @@ def test_bilingual_dictionaries_load_from_the_mirror():
     pairs = data.bilingual_dictionary("muse.en-fr.full")
     assert ("cat", "chat") in pairs and len(pairs) > 100_000
     assert ("dog", "hund") in data.bilingual_dictionary("muse.en-de.full")
+
+
+# --------------------------------------------------------------------------- the word-by-word start
+
+def test_best_translations_prefers_the_candidate_seen_in_the_target_corpus():
+    pairs = [("the", "le"), ("the", "la"), ("the", "les"), ("cat", "chat"), ("cat", "matou"), ("xyz", "abc")]
+    assert T.best_translations(pairs) == {"the": "le", "cat": "chat", "xyz": "abc"}
+    counts = {"la": 5, "le": 9, "les": 2, "matou": 1}
+    assert T.best_translations(pairs, counts) == {"the": "le", "cat": "matou"}
+
+
+def test_embeddings_start_at_the_dictionary_translation():
+    v = T.MTVocab.build({"en": [["a", "cat"]], "fr": [["un", "chat", "seul"]]}, min_count=1)
+    wbw = T.WordByWord(v, {("fr", "en"): {"un": "a", "chat": "cat"}, ("en", "fr"): {}})
+    model = T.Seq2Seq(v, d_model=8, nhead=2, layers=1, ff=16)
+    E = model.embed.weight
+    assert T.init_embeddings_from_dictionary(model, wbw, "en", "fr") == 2
+    assert torch.equal(E[v.index["fr"]["chat"]], E[v.index["en"]["cat"]])
+    assert not torch.equal(E[v.index["fr"]["seul"]], E[v.index["en"]["cat"]])
+
+
+def test_translate_ids_returns_the_input_order_and_the_loss_rejects_words_of_another_language():
+    v = T.MTVocab.build({"en": [["a", "cat", "sat"]], "fr": [["un", "chat", "assis"]]}, min_count=1)
+    wbw = T.WordByWord(v, {("en", "fr"): {"a": "un", "cat": "chat", "sat": "assis"}, ("fr", "en"): {}})
+    sentences = [["a", "cat", "sat"], ["cat"], ["sat", "a"]]
+    out = T.translate_ids(wbw, [v.encode(s, "en") for s in sentences], "fr", batch_size=2)
+    assert [v.decode(o) for o in out] == [["un", "chat", "assis"], ["chat"], ["assis", "un"]]
+    model = T.Seq2Seq(v, d_model=8, nhead=2, layers=1, ff=16)
+    x, x_len = v.batch([["a", "cat"]], "en")
+    with pytest.raises(ValueError, match="not words of 'fr'"):
+        model(x, x_len, x, x_len, "fr")
