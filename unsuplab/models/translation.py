@@ -43,11 +43,13 @@ Use
 
     X, Y = normalize_embeddings(wv_en.vectors), normalize_embeddings(wv_fr.vectors)
     W, log = adversarial_alignment(X, Y)                     # (d, d), no dictionary used
-    W = procrustes_refinement(X, Y, W)                       # refine on its own induced dictionary
-    p = translation_precision(X @ W.T, Y, test_pairs, method="csls")   # {'P@1': ..., 'P@5': ...}
+    W, _ = procrustes_refinement(X, Y, W)                    # refine on its own induced dictionary
+    p = translation_precision(X @ W.T, Y, test_ids, method="csls")     # {'P@1': ..., 'P@5': ..., 'n': ...}
 
+    wbw = WordByWord(vocab, {("en", "fr"): best_translations(pairs, counts_fr), ...})   # M^(0)
     model = Seq2Seq(vocab)                                   # shared encoder/decoder, all languages
-    log = train_unmt(model, mono, translator=WordByWord(...), iterations=3, steps=2000)
+    init_embeddings_from_dictionary(model, wbw, "en", "fr")  # a word starts where its translation does
+    log = train_unmt(model, mono, wbw, iterations=3, steps=2000)
 
 Everything is device-agnostic: tensors follow the inputs or the module's parameters.
 """
@@ -75,8 +77,9 @@ __all__ = [
     "procrustes_refinement", "supervised_procrustes",
     # sentences
     "tokenize_sentence", "detokenize", "MTVocab", "word_drop", "local_shuffle", "add_noise",
-    "Seq2Seq", "WordByWord", "best_translations", "init_embeddings_from_dictionary", "translate_ids", "translate_sentences", "denoising_loss", "back_translation_loss",
-    "train_unmt", "train_supervised", "bleu", "corpus_bleu", "round_trip_bleu", "monolingual_halves",
+    "Seq2Seq", "WordByWord", "best_translations", "init_embeddings_from_dictionary", "translate_ids",
+    "translate_sentences", "denoising_loss", "back_translation_loss",
+    "train_unmt", "train_supervised", "bleu", "corpus_bleu", "round_trip_bleu", "monolingual_halves", "pad",
 ]
 
 
