@@ -1,7 +1,7 @@
 """Chapter 9: unsupervised machine translation, from words to sentences, without a single parallel pair.
 
-Papers
-------
+Papers:
+
 * Conneau, Lample, Ranzato, Denoyer & Jégou (2018), "Word translation without parallel data": an
   orthogonal map learned against a discriminator, refined by Procrustes on the dictionary it induces,
   and the CSLS retrieval score. Schönemann (1966) for the Procrustes solution; Xing et al. (2015) for
@@ -12,8 +12,8 @@ Papers
   word-by-word translation, with round-trip BLEU for model selection.
 * Papineni, Roukos, Ward & Zhu (2002), BLEU; Post (2018), sacreBLEU, for comparable scores.
 
-Equations, numbered as in ``book/09_unsupervised_translation.md``
-----------------------------------------------------------------
+Equations, numbered as in ``book/09_unsupervised_translation.md``:
+
 Word vectors are rows: ``X`` (n, d) source, ``Y`` (m, d) target, unit length; the map is ``W`` (d, d)
 and the mapped source vectors are ``X W^T`` (row i is ``W x_i``).
 
@@ -37,9 +37,7 @@ and the mapped source vectors are ``X W^T`` (row i is ``W x_i``).
 * (9.12) BLEU: ``BP exp(sum_{n=1}^{4} 1/4 log p_n)``, ``p_n`` the clipped n-gram precision of the corpus,
   ``BP = min(1, exp(1 - r / c))`` for reference length ``r`` and candidate length ``c``.
 
-Use
----
-::
+Use::
 
     X, Y = normalize_embeddings(wv_en.vectors), normalize_embeddings(wv_fr.vectors)
     W, log = adversarial_alignment(X, Y)                     # (d, d), no dictionary used
