@@ -65,6 +65,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def sig(seconds: float) -> float:
+    """A time with 4 significant digits: rounding to a fixed number of decimals would turn the short
+    fits of a tiny run into 0.0 s."""
+    return float(f"{seconds:.4g}")
+
+
 def common_objective(x: np.ndarray, D: np.ndarray, lam: float, n_iter: int, device) -> float:
     """E of eq. 2.1 for dictionary D (m, K) on patches x, with codes from n_iter FISTA steps."""
     D = torch.as_tensor(D, dtype=torch.float32, device=device)
@@ -155,11 +161,11 @@ def main(argv=None) -> dict:
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "objective": "mean over patches of 0.5 ||x - D z||^2 + lam ||z||_1 (sklearn's alpha = lam), "
                      f"codes by {args.eval_iter} FISTA steps for both dictionaries",
-        "sklearn_fit_seconds": round(s["fit_seconds"], 2),
-        "ours_fit_seconds": round(o["fit_seconds"], 2),
+        "sklearn_fit_seconds": sig(s["fit_seconds"]),
+        "ours_fit_seconds": sig(o["fit_seconds"]),
         "speedup": round(s["fit_seconds"] / o["fit_seconds"], 2),
-        "sklearn_fit_cpu_seconds": round(sk_cpu, 2),
-        "ours_fit_cpu_seconds": round(our_cpu, 2),
+        "sklearn_fit_cpu_seconds": sig(sk_cpu),
+        "ours_fit_cpu_seconds": sig(our_cpu),
         "sklearn_objective_train": s["objective_train"],
         "ours_objective_train": o["objective_train"],
         "sklearn_objective_test": s["objective_test"],
