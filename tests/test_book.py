@@ -13,8 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def toc_files():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [toc["root"]]
+
+    def walk(entries):
+        for entry in entries:
+            files.append(entry["file"])
+            walk(entry.get("sections", []))
+
     for part in toc["parts"]:
-        files += [c["file"] for c in part["chapters"]]
+        walk(part["chapters"])
     return files
 
 
