@@ -234,3 +234,19 @@ def test_progress_off_by_env_and_by_caller_at_once(monkeypatch):
     assert train.progress(total=3, disable=True).disable
     monkeypatch.setenv("UNSUPLAB_PROGRESS", "1")
     assert train.progress(total=3, disable=True).disable
+
+
+def test_eval_mode_restores_the_mode_it_found_even_after_an_error():
+    from unsuplab.train import eval_mode
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    with eval_mode(net):
+        assert not net.training and not net[1].training
+    assert net.training and net[1].training
+    with pytest.raises(ValueError), eval_mode(net):
+        raise ValueError("inside the block")
+    assert net.training                                    # restored on the way out of the error
+    net.eval()
+    with eval_mode(net):
+        pass
+    assert not net.training                                # an eval-mode model stays in eval mode

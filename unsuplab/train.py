@@ -34,7 +34,7 @@ import math
 import os
 import random
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 __all__ = ["fit", "History", "TrainingDiverged", "check_finite", "save_checkpoint", "load_checkpoint",
-           "to_device", "progress", "amp_dtype"]
+           "to_device", "progress", "amp_dtype", "eval_mode"]
 
 PROGRESS_ENV = "UNSUPLAB_PROGRESS"
 
@@ -56,6 +56,20 @@ class TrainingDiverged(FloatingPointError):
 # ----------------------------------------------------------------------------------------------
 # Small parts, also used by the chapters' own loops
 # ----------------------------------------------------------------------------------------------
+
+@contextmanager
+def eval_mode(model):
+    """Run the block with ``model`` in eval mode (dropout off, batch norm on its running statistics),
+    then put it back in training mode if it was training, even when the block raises. Works for any
+    object with ``eval()`` and ``train()`` (a :class:`WordByWord` translator has no ``training``)."""
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
+
 
 def progress(iterable: Iterable | None = None, **kwargs):
     """``tqdm.auto.tqdm`` (a widget in notebooks, text in a terminal), off when ``UNSUPLAB_PROGRESS=0``."""

@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..train import eval_mode
+
 __all__ = ["Autoencoder", "ConvAutoencoder", "TensorBatches", "squared_error", "binary_cross_entropy",
            "reconstruction_loss", "l1_penalty", "kl_bernoulli", "kl_sparsity_penalty", "mask_noise",
            "gaussian_noise", "corrupt", "autoencoder_loss", "train_autoencoder", "train_layerwise",
@@ -461,23 +463,17 @@ def train_layerwise(model: Autoencoder, x_train: torch.Tensor, *, steps_per_laye
 def encode_batched(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
     """The codes f(x) of many images, in eval mode and batches, on the model's device: (N, ...) -> (N, k)."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    z = torch.cat([model.encode(chunk.to(device)) for chunk in x.split(batch_size)])
-    model.train(was_training)
-    return z
+    with eval_mode(model):
+        return torch.cat([model.encode(chunk.to(device)) for chunk in x.split(batch_size)])
 
 
 @torch.no_grad()
 def reconstruction_error(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
     """The anomaly score s(x) = sum_d (x_d - x_hat_d)^2 of every image, eq. 4.9: (N, ...) -> (N,) on the CPU."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    scores = torch.cat([squared_error(model(chunk.to(device)), chunk.to(device)).cpu()
-                        for chunk in x.split(batch_size)])
-    model.train(was_training)
-    return scores
+    with eval_mode(model):
+        return torch.cat([squared_error(model(chunk.to(device)), chunk.to(device)).cpu()
+                          for chunk in x.split(batch_size)])
 
 
 def auroc(scores, is_anomaly) -> float:

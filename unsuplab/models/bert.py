@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import History, amp_dtype, check_finite, progress
+from ..train import History, amp_dtype, check_finite, eval_mode, progress
 
 # ----------------------------------------------------------------------------------------------
 # Tokens
@@ -784,21 +784,19 @@ def make_eval_batches(corpus: PairCorpus, vocab_size: int, *, n_batches: int, ba
 @torch.no_grad()
 def evaluate_mlm(model: BertForPretraining, batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Held-out masked-token accuracy and perplexity ``exp(L_MLM)``, eq. (6), and NSP accuracy."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     nll, correct, n, nsp_correct, n_pairs = 0.0, 0, 0, 0, 0
-    for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with _autocast(device):
-            _, logits, nsp_logits = model(batch["input_ids"], batch["segment_ids"], batch["labels"])
-        targets = batch["labels"][batch["labels"] != IGNORE_INDEX]
-        nll += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
-        correct += int((logits.argmax(-1) == targets).sum())
-        n += len(targets)
-        nsp_correct += int((nsp_logits.argmax(-1) == batch["is_next"]).sum())
-        n_pairs += len(batch["is_next"])
-    model.train(was_training)
+    with eval_mode(model):
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with _autocast(device):
+                _, logits, nsp_logits = model(batch["input_ids"], batch["segment_ids"], batch["labels"])
+            targets = batch["labels"][batch["labels"] != IGNORE_INDEX]
+            nll += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+            correct += int((logits.argmax(-1) == targets).sum())
+            n += len(targets)
+            nsp_correct += int((nsp_logits.argmax(-1) == batch["is_next"]).sum())
+            n_pairs += len(batch["is_next"])
     return {"mlm_acc": correct / n, "mlm_ppl": math.exp(nll / n), "nsp_acc": nsp_correct / n_pairs,
             "n_masked": n}
 

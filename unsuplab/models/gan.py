@@ -419,12 +419,12 @@ def cyclegan_step(G_ab: nn.Module, G_ba: nn.Module, D_a: nn.Module, D_b: nn.Modu
 def generate(G: nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Images G(z) in [0, 1] on the CPU, ``batch_size`` at a time, with G in eval mode (batch norm
     uses its running statistics, so a sample does not depend on the rest of its batch)."""
-    was_training = G.training
-    G.eval()
+    from ..train import eval_mode
+
     device = next(G.parameters()).device
-    out = torch.cat([to_unit(G(z[i:i + batch_size].to(device))).float().cpu() for i in range(0, len(z), batch_size)])
-    G.train(was_training)
-    return out
+    with eval_mode(G):
+        return torch.cat([to_unit(G(z[i:i + batch_size].to(device))).float().cpu()
+                          for i in range(0, len(z), batch_size)])
 
 
 def run_steps(step_fn: Callable[[int], dict], n_steps: int, *, checkpoint: str | Path | None = None,

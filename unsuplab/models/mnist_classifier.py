@@ -93,14 +93,14 @@ def classify(model: MNISTClassifier, x: torch.Tensor, batch_size: int = 1000) ->
     computed ``batch_size`` at a time on the model's device; both returned on the CPU."""
     _check_images(x)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    from ..train import eval_mode
+
     features, probs = [], []
-    for start in range(0, len(x), batch_size):
-        f = model.features(x[start:start + batch_size].to(device))
-        features.append(f.float().cpu())
-        probs.append(model.out(f).softmax(dim=1).float().cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            f = model.features(x[start:start + batch_size].to(device))
+            features.append(f.float().cpu())
+            probs.append(model.out(f).softmax(dim=1).float().cpu())
     return torch.cat(features), torch.cat(probs)
 
 

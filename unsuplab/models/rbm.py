@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import History, check_finite, progress
+from ..train import History, check_finite, eval_mode, progress
 
 __all__ = ["binarize", "RBM", "cd_gradient", "train_rbm", "ais_betas", "base_rate_bias", "AISResult",
            "ais_log_z", "average_log_prob", "DBN", "sigmoid_mlp", "classification_error", "tensor_batches"]
@@ -483,11 +483,9 @@ def sigmoid_mlp(sizes: tuple[int, ...] | list[int], n_classes: int) -> nn.Sequen
 def classification_error(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000) -> float:
     """Fraction of rows of ``x`` (N, D) whose arg-max logit differs from ``y`` (N,)."""
     device = next(net.parameters()).device
-    was_training = net.training
-    net.eval()
-    wrong = sum(int((net(x[s:s + batch_size].to(device).reshape(len(x[s:s + batch_size]), -1)).argmax(1)
-                     != y[s:s + batch_size].to(device)).sum()) for s in range(0, len(x), batch_size))
-    net.train(was_training)
+    with eval_mode(net):
+        wrong = sum(int((net(x[s:s + batch_size].to(device).reshape(len(x[s:s + batch_size]), -1)).argmax(1)
+                         != y[s:s + batch_size].to(device)).sum()) for s in range(0, len(x), batch_size))
     return wrong / len(x)
 
 

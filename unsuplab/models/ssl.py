@@ -73,7 +73,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import History, amp_dtype, check_finite, load_checkpoint, progress, save_checkpoint
+from ..train import History, amp_dtype, check_finite, eval_mode, load_checkpoint, progress, save_checkpoint
 
 # CIFAR-10's channel means and standard deviations (of the official training set), used to normalise.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -220,16 +220,14 @@ def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) 
     model itself for a bare trunk) in eval mode, batched, as float32 (N, D) on the model's device."""
     device = next(model.parameters()).device
     represent = getattr(model, "features", model)
-    was_training = model.training
-    model.eval()
     out = []
-    for start in range(0, len(x), batch_size):
-        batch = x[start:start + batch_size].to(device)
-        if device.type == "cuda":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype(device)) if amp_dtype(device) else nullcontext():
-            out.append(represent(batch).float())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(x), batch_size):
+            batch = x[start:start + batch_size].to(device)
+            if device.type == "cuda":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype(device)) if amp_dtype(device) else nullcontext():
+                out.append(represent(batch).float())
     return torch.cat(out)
 
 

@@ -830,11 +830,11 @@ def translate_ids(translator, sentences: Sequence[Sequence[int]], tgt_lang: str,
     """Translate lists of ids with ``translator`` (a :class:`Seq2Seq` or :class:`WordByWord`), in batches of
     similar lengths (sorted, so little padding); the results come back in the input order."""
     device = device or getattr(translator, "device", None) or torch.device("cpu")
-    was_training = getattr(translator, "training", False)
-    translator.eval()
+    from ..train import eval_mode
+
     order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
     out: list[list[int]] = [[] for _ in sentences]
-    try:
+    with eval_mode(translator):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             src, src_len = pad([list(sentences[i])[:max_len] or [translator.vocab.unk_id] for i in chunk], device)
@@ -842,9 +842,6 @@ def translate_ids(translator, sentences: Sequence[Sequence[int]], tgt_lang: str,
                 ids, lengths = translator.generate(src, src_len, tgt_lang)
             for row, i in enumerate(chunk):
                 out[i] = ids[row, : int(lengths[row])].tolist()
-    finally:
-        if was_training:
-            translator.train()
     return out
 
 
