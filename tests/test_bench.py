@@ -104,6 +104,10 @@ def test_run_writes_results_with_metrics_and_runtime(tmp_path, monkeypatch):
     for key in ("device_name", "python", "platform", "unsuplab", "git_commit", "started"):
         assert isinstance(on_disk[key], str) and on_disk[key]
     assert isinstance(on_disk["git_dirty"], bool)
+    # the load is recorded next to the time, so a time measured on a busy machine can be recognised
+    assert on_disk["cpu_count"] >= 1
+    for key in ("load_average_start", "load_average_end"):
+        assert on_disk[key] is None or on_disk[key] >= 0
     assert (tmp_path / "nb" / "cwd_marker.txt").read_text() == "here"  # ran in the notebook's folder
     assert (tmp_path / "_build" / "bench" / "01_tiny-smoke.ipynb").exists()
 
@@ -128,6 +132,31 @@ def test_run_rejects_auto_profile_and_missing_kernelspec(tmp_path):
     nbformat.write(plain, tmp_path / "04_y.ipynb")
     with pytest.raises(ValueError, match="no metadata.kernelspec"):
         bench.run(tmp_path / "04_y.ipynb", profile="smoke")
+
+
+def _git(folder, *args):
+    subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@t", "HOME": str(folder), "PATH": "/usr/bin:/bin"})
+
+
+def test_run_refuses_a_tree_with_uncommitted_changes(tmp_path):
+    nb = _notebook(tmp_path / "05_dirty.ipynb", "pass")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "05_dirty.ipynb")
+    _git(tmp_path, "commit", "-q", "-m", "lab")
+    _notebook(nb, "print('edited after the commit')")
+    with pytest.raises(RuntimeError, match="uncommitted changes.*--allow-dirty"):
+        bench.run(nb, profile="smoke", results_dir=tmp_path / "results")
+    assert not (tmp_path / "results").exists()
+
+
+def test_run_refuses_a_profile_parameter_that_contradicts_the_profile(tmp_path, capsys):
+    nb = _notebook(tmp_path / "06_p.ipynb", "pass")
+    with pytest.raises(ValueError, match="profile = 'full' but the run is for profile 'smoke'"):
+        bench.run(nb, profile="smoke", parameters={"profile": "full"})
+    assert bench.main(["run", str(nb), "--profile", "smoke", "-p", "profile", "full"]) == 1
+    assert "give it once, with --profile" in capsys.readouterr().err
 
 
 def test_record_runtime_moves_to_top_level_keys(capsys):

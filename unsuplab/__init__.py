@@ -12,6 +12,7 @@ lesson and not the plumbing:
 ``unsuplab.checks``       self-checks that compare an exercise with the reference
 ``unsuplab.labs``         generate the exercise notebooks from the solutions
 ``unsuplab.bench``        run a notebook under a profile and record its results
+``unsuplab.claims``       each lab's headline claims, checked against its measured runs
 ``unsuplab.models``       the models of each chapter, one family per file
 ========================  ===============================================================
 
@@ -32,7 +33,7 @@ __version__ = "0.1.0"
 #: Where the course lives; the Colab install cell and the book's launch buttons use it.
 REPO_URL = "https://github.com/unsupervised-deep-learning/course"
 
-_SUBMODULES = ("data", "train", "metrics", "viz", "checks", "labs", "bench", "models", "runtime")
+_SUBMODULES = ("data", "train", "metrics", "viz", "checks", "labs", "bench", "claims", "models", "runtime")
 
 __all__ = ["Runtime", "setup", "resolve_profile", "get_device", "seed_everything",
            "REPO_URL", "__version__", *_SUBMODULES]

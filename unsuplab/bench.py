@@ -11,6 +11,7 @@ From a shell, the runner executes the notebook with papermill and writes
 
     python -m unsuplab.bench run solutions/05_vae.ipynb --profile full
     python -m unsuplab.bench table                 # the Markdown table of all results
+    python -m unsuplab.bench claims                # each lab's claims against the results (see claims.py)
 
 A book page shows the same table with ``bench.results_markdown()``.
 """
@@ -37,6 +38,9 @@ PROFILE_ORDER = ("smoke", "cpu", "full")
 # Keys that record_runtime() writes and the runner moves to the top level of the results file.
 RUNTIME_KEYS = {"_device": "device", "_device_name": "device_name", "_torch": "torch"}
 PERCENT_WORDS = ("acc", "accuracy")  # NMI stays a number in [0, 1], as papers print it
+
+# Everything recorded in this process (a notebook's kernel), so a lab can check its claims at the end.
+_RECORDED: dict = {}
 
 
 # --------------------------------------------------------------------------- notebook side
@@ -105,8 +109,14 @@ def record(**metrics: Any) -> dict:
         if name.startswith("_"):
             raise ValueError(f"metric {name!r}: names starting with '_' are reserved; rename it.")
         plain[name] = _plain(name, value)
+    _RECORDED.update(plain)
     _publish(plain, "recorded: " + ", ".join(f"{k} = {_show(v)}" for k, v in plain.items()))
     return plain
+
+
+def recorded() -> dict:
+    """A copy of every metric recorded so far in this process (later values of a name win)."""
+    return dict(_RECORDED)
 
 
 def record_runtime(rt: Any) -> dict:
@@ -178,7 +188,7 @@ def _display_path(path: Path) -> str:
 
 def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "results",
         output_notebook: str | Path | None = None, parameters: dict | None = None,
-        timeout: float | None = None, save_outputs: bool = False) -> dict:
+        timeout: float | None = None, save_outputs: bool = False, allow_dirty: bool = False) -> dict:
     """Execute ``notebook`` with papermill under ``profile`` and write ``results/<stem>-<profile>.json``.
 
     With ``save_outputs`` the executed outputs are also written back into ``notebook`` itself (see
@@ -186,8 +196,14 @@ def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "result
 
     The kernel is the notebook's kernelspec, the working folder is the notebook's folder, and the
     parameters are ``profile`` plus ``parameters``; ``timeout`` limits each cell (seconds). Returns
-    the results (lab, profile, device, hardware, versions, git commit, wall seconds, metrics). If a
-    cell fails, prints which one and why, writes no results file and re-raises papermill's error.
+    the results (lab, profile, device, hardware, versions, git commit, wall seconds, the load average
+    at the start and the end, metrics). If a cell fails, prints which one and why, writes no results
+    file and re-raises papermill's error.
+
+    A result must be reproducible from a commit: from a git checkout with uncommitted changes to
+    tracked files the run is refused, unless ``allow_dirty`` (then ``git_dirty: true`` is recorded and
+    a warning printed). A load average above the number of cores is recorded and warned about: times
+    measured on a busy machine mislead.
     """
     import nbformat
     import papermill
@@ -195,9 +211,24 @@ def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "result
     if profile not in PROFILE_ORDER:
         raise ValueError(f"profile must be one of {', '.join(PROFILE_ORDER)}, got {profile!r}: a "
                          "results file must say which one it measured, so 'auto' is not allowed here.")
+    if "profile" in (parameters or {}) and parameters["profile"] != profile:
+        raise ValueError(f"the parameters say profile = {parameters['profile']!r} but the run is for profile "
+                         f"{profile!r}: the results file is named after the profile that runs, so give it "
+                         "once, with --profile.")
     notebook = Path(notebook)
     if not notebook.is_file():
         raise FileNotFoundError(f"no notebook at {notebook}: give the path of a .ipynb file.")
+    folder = notebook.parent.resolve()
+    commit = _git(folder, "rev-parse", "--short", "HEAD")
+    dirty = bool(_git(folder, "status", "--porcelain", "--untracked-files=no")) if commit else False
+    if dirty and not allow_dirty:
+        raise RuntimeError(f"the git tree of {notebook} has uncommitted changes: a result must come from a "
+                           "commit, so commit (or stash) them and run again, or pass --allow-dirty to "
+                           "record a run marked git_dirty: true.")
+    if dirty:
+        print("warning: uncommitted changes; the results file will say git_dirty: true.", file=sys.stderr)
+    load_start = _load_average()
+    _warn_if_busy(load_start, "start")
     stem = notebook.stem
     kernelspec = nbformat.read(notebook, as_version=4).metadata.get("kernelspec") or {}
     if not kernelspec.get("name"):
@@ -223,6 +254,8 @@ def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "result
               file=sys.stderr)
         raise
     wall = time.perf_counter() - t0
+    load_end = _load_average()
+    _warn_if_busy(load_end, "end")
 
     # the returned notebook keeps each bundle's key order (the file on disk has its keys sorted)
     metrics = collect_metrics(executed)
@@ -241,9 +274,6 @@ def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "result
         from . import __version__ as version
     except ImportError:
         version = "unknown"
-    folder = notebook.parent.resolve()
-    commit = _git(folder, "rev-parse", "--short", "HEAD")
-    dirty = bool(_git(folder, "status", "--porcelain", "--untracked-files=no")) if commit else False
     results = {
         "lab": stem,
         "notebook": _display_path(notebook),
@@ -256,6 +286,9 @@ def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "result
         "git_dirty": dirty,
         "started": started,
         "wall_seconds": round(wall, 1),
+        "cpu_count": os.cpu_count(),
+        "load_average_start": load_start,
+        "load_average_end": load_end,
         "metrics": metrics,
     }
     path = results_path(notebook, profile, results_dir)
@@ -265,6 +298,22 @@ def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "result
     if save_outputs:
         copy_outputs_into(notebook, executed, results)
     return results
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average of the machine, or None where the system does not report it."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def _warn_if_busy(load: float | None, when: str) -> None:
+    cores = os.cpu_count() or 1
+    if load is not None and load > cores:
+        print(f"warning: the load average at the {when} of the run is {load} on {cores} cores: the machine "
+              "is busy, so the wall time will overstate what the lab takes (it is recorded next to it).",
+              file=sys.stderr)
 
 
 def copy_outputs_into(notebook: str | Path, executed: Any, results: dict | None = None) -> None:
@@ -422,11 +471,18 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--timeout", type=float, default=None, help="seconds allowed per cell")
     run_parser.add_argument("--save-outputs", action="store_true",
                             help="also write the executed outputs back into the notebook (for solutions)")
+    run_parser.add_argument("--allow-dirty", action="store_true",
+                            help="run from a tree with uncommitted changes (recorded as git_dirty: true)")
     table_parser = commands.add_parser("table", help="print the Markdown table of the results")
     table_parser.add_argument("--results-dir", default="results")
     table_parser.add_argument("--profiles", nargs="+", default=["full", "cpu"], choices=PROFILE_ORDER)
+    claims_parser = commands.add_parser("claims", help="check every lab's claims against the results files")
+    claims_parser.add_argument("--results-dir", default="results")
+    claims_parser.add_argument("--lab", action="append", default=None, help="only this lab (repeatable)")
     args = parser.parse_args(argv)
 
+    if args.command == "claims":
+        return _claims_command(args.results_dir, args.lab)
     if args.command == "table":
         print(results_table(args.results_dir, args.profiles), end="")
         return 0
@@ -434,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args.notebook, args.profile, results_dir=args.results_dir,
                       output_notebook=args.output_notebook,
                       parameters={name: _literal(value) for name, value in args.parameter},
-                      timeout=args.timeout, save_outputs=args.save_outputs)
+                      timeout=args.timeout, save_outputs=args.save_outputs, allow_dirty=args.allow_dirty)
     except Exception as err:  # noqa: BLE001 - run() already printed the details
         if not hasattr(err, "cell_index"):
             print(f"error: {err}", file=sys.stderr)
@@ -445,6 +501,21 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in results["metrics"].items():
         print(f"  {name} = {format_metric(name, value)}")
     return 0
+
+
+def _claims_command(results_dir: str, labs: list[str] | None) -> int:
+    """Print the claims table; exit status 1 when a claim fails unexpectedly or holds unexpectedly."""
+    from . import claims
+
+    verdicts = claims.check(results_dir, labs)
+    print(claims.table(verdicts), end="")
+    counts = {state: sum(v.state == state for v in verdicts) for state in claims.MARKS}
+    print("\n" + ", ".join(f"{n} {state}" for state, n in counts.items()))
+    broken = [v for v in verdicts if v.broken]
+    for v in broken:
+        what = ("fails" if v.state == claims.FAILS else "holds although it is marked expected_to_fail")
+        print(f"error: {v.lab} / {v.claim.id} on {v.profile} {what}: {v.value}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":
