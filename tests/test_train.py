@@ -201,6 +201,44 @@ def test_save_and_load_checkpoint_round_trip(tmp_path):
         train.load_checkpoint(tmp_path / "x" / "ck.pt", scheduler=opt)
 
 
+class WritesAFile:
+    """A crafted pickle: loading it with plain pickle runs code (here: it writes a file)."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return exec, (f"open({self.target!r}, 'w').write('ran foreign code')",)
+
+
+def crafted_checkpoint(path, target):
+    torch.save({"model": nn.Linear(5, 1).state_dict(), "step": 0, "payload": WritesAFile(target)}, path)
+    return path
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    target = tmp_path / "pwned.txt"
+    path = crafted_checkpoint(tmp_path / "shared.pt", target)
+    with pytest.raises(train.UnsafeCheckpointError,
+                       match=r"(?s)shared.pt is not a safe checkpoint.*exec.*run code.*Delete it"):
+        train.load_checkpoint(path, model=nn.Linear(5, 1))
+    with pytest.raises(train.UnsafeCheckpointError):  # fit resumes through the same door
+        train.fit(nn.Linear(5, 1), mse, loader(), epochs=1, checkpoint=path, progress_bar=False)
+    assert not target.exists()
+
+
+def test_checkpoints_hold_only_tensors_and_plain_values(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "ck.pt"
+    train.fit(Net(), mse, loader(), epochs=1, checkpoint=path, progress_bar=False)
+    state = torch.load(path, weights_only=True)  # what load_checkpoint does: no pickled objects
+    assert {"model", "optimizer", "history", "rng", "epoch", "step"} <= set(state)
+    with pytest.raises(TypeError, match=r"'extra'.*ndarray.*tensor"):
+        train.save_checkpoint(tmp_path / "bad.pt", extra={"table": np.zeros(3)})
+    assert not (tmp_path / "bad.pt").exists()
+
+
 def test_to_device_walks_nested_batches():
     Pair = collections.namedtuple("Pair", "x y")
     batch = {"a": [torch.ones(2), (torch.zeros(1), 3)], "b": Pair(torch.ones(1), "text")}

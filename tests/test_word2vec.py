@@ -268,6 +268,20 @@ def test_word_vectors_save_and_load(tmp_path):
         WordVectors(["a", "b"], torch.zeros(3, 2))
 
 
+def test_word_vectors_refuse_a_crafted_pickle(tmp_path):
+    from unsuplab.train import UnsafeCheckpointError
+
+    class WritesAFile:
+        def __reduce__(self):
+            return exec, (f"open({str(tmp_path / 'pwned.txt')!r}, 'w').write('ran foreign code')",)
+
+    torch.save({"words": ["a"], "vectors": torch.zeros(1, 2), "counts": None, "stats": WritesAFile()},
+               tmp_path / "wv.pt")
+    with pytest.raises(UnsafeCheckpointError, match="wv.pt is not a safe checkpoint"):
+        WordVectors.load(tmp_path / "wv.pt")
+    assert not (tmp_path / "pwned.txt").exists()
+
+
 # --------------------------------------------------------------------------- corpora (unsuplab.data)
 
 def test_tokenize_keeps_letters_of_every_script():

@@ -32,8 +32,11 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import pickle
 import random
+import re
 import time
+from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,14 +46,18 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["fit", "History", "TrainingDiverged", "check_finite", "save_checkpoint", "load_checkpoint",
-           "to_device", "progress", "amp_dtype", "eval_mode"]
+__all__ = ["fit", "History", "TrainingDiverged", "UnsafeCheckpointError", "check_finite", "save_checkpoint",
+           "load_checkpoint", "to_device", "progress", "amp_dtype", "eval_mode"]
 
 PROGRESS_ENV = "UNSUPLAB_PROGRESS"
 
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite: training stopped instead of continuing on garbage."""
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file holds pickled Python objects, which loading would run as code: refused."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,28 +128,60 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every random stream, as tensors and plain values only (a checkpoint must hold nothing else)."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": random.getstate(),  # (version, tuple of 625 ints, None)
+             "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["name"], numpy["keys"].cpu().numpy().astype(np.uint32), numpy["pos"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# What torch.load(..., weights_only=True) reads back without running any code from the file.
+_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.Size, torch.dtype, torch.device)
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` with NumPy scalars turned into Python numbers; a TypeError that names ``where`` for
+    anything a safe checkpoint cannot hold (an array, a custom object, a function)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, _PLAIN_TYPES):
+        return value
+    if type(value) in (dict, OrderedDict):
+        return type(value)((_plain(k, f"a key of {where}"), _plain(v, f"{where}[{k!r}]")) for k, v in value.items())
+    if type(value) in (list, tuple, set):
+        return type(value)(_plain(v, f"{where}[{i}]") for i, v in enumerate(value))
+    kind = type(value)
+    raise TypeError(
+        f"cannot save {where} in a checkpoint: it is a {kind.__module__}.{kind.__qualname__}, and a checkpoint "
+        "holds only tensors and plain values (numbers, strings, None, and lists, tuples and dicts of them), so "
+        "that loading it never runs code. Store it as a tensor (torch.as_tensor(x)) or as plain values (x.tolist())."
+    )
 
 
 def save_checkpoint(path: str | Path, **state: Any) -> Path:
     """``torch.save(state, path)`` atomically: written to a temporary file, then renamed, so an
     interruption during the write leaves the previous checkpoint intact. Modules, optimizers,
-    schedulers and scalers are stored by their ``state_dict()``."""
+    schedulers and scalers are stored by their ``state_dict()``. Everything must be a tensor or a
+    plain value (see :func:`load_checkpoint`); anything else is refused with a TypeError, before writing."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    plain = {k: (v.state_dict() if hasattr(v, "state_dict") and hasattr(v, "load_state_dict") else v)
+    plain = {k: _plain(v.state_dict() if hasattr(v, "state_dict") and hasattr(v, "load_state_dict") else v, repr(k))
              for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(plain, tmp)
     os.replace(tmp, path)
@@ -152,12 +191,31 @@ def save_checkpoint(path: str | Path, **state: Any) -> Path:
 def load_checkpoint(path: str | Path, map_location: Any = "cpu", **objects: Any) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`. For each keyword ``name=obj`` whose
     ``obj`` has ``load_state_dict`` (a module, an optimizer...), ``obj.load_state_dict(state[name])``
-    is called. Returns the whole state dict. A damaged file gives an error that says to delete it."""
+    is called. Returns the whole state dict. A damaged file gives an error that says to delete it.
+
+    Only tensors and plain values are read (``torch.load(..., weights_only=True)``): a file that holds
+    any other pickled object, which plain ``torch.load`` would *run* while loading, is refused with
+    :class:`UnsafeCheckpointError` and nothing in it is executed. Checkpoints are shared and
+    downloaded, so a crafted one must not be able to do anything.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: train first, or check the path.")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported" not in str(error):  # a damaged pickle rather than a forbidden object
+            raise RuntimeError(f"the checkpoint {path} cannot be read ({error}); it is probably truncated: "
+                               "delete it to train from the start.") from None
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        raise UnsafeCheckpointError(
+            f"{path} is not a safe checkpoint: besides tensors and plain values it holds a pickled Python object"
+            f"{f' ({found.group(1)})' if found else ''}, and loading that would run code from the file. It was "
+            "not loaded. Delete it and train again, or ask whoever shared it for a file written by "
+            "unsuplab.train.save_checkpoint. (A file written by an older version of unsuplab also lands "
+            "here; if you made it yourself, torch.load(path, weights_only=False) still reads it, but never "
+            "do that with a file you did not make.)"
+        ) from None
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
         raise RuntimeError(f"the checkpoint {path} cannot be read ({type(error).__name__}: {error}); "
                            "it is probably truncated: delete it to train from the start.") from error

@@ -100,15 +100,20 @@ class WordVectors:
         return self.most_similar(target, k, restrict, exclude=(a, b, c))
 
     def save(self, path: str | Path) -> Path:
-        """Save words, vectors and counts to one file (``torch.save``); read it back with :meth:`load`."""
-        path = Path(path)
-        torch.save({"words": self.words, "vectors": self.vectors.cpu(), "counts": self.counts,
-                    "stats": {k: v for k, v in self.stats.items() if k != "loss_curve"}}, path)
-        return path
+        """Save words, vectors and counts to one file (tensors and plain values only, written by
+        :func:`unsuplab.train.save_checkpoint`); read it back with :meth:`load`."""
+        from .train import save_checkpoint
+
+        return save_checkpoint(path, words=list(self.words), vectors=self.vectors.cpu(), counts=self.counts,
+                               stats={k: v for k, v in self.stats.items() if k != "loss_curve"})
 
     @classmethod
     def load(cls, path: str | Path, device=None) -> "WordVectors":
-        state = torch.load(path, map_location=device or "cpu", weights_only=False)
+        """Read a file written by :meth:`save`. Like every checkpoint of the course it is read with
+        ``weights_only=True``: a file that holds pickled objects (which would run code) is refused."""
+        from .train import load_checkpoint
+
+        state = load_checkpoint(path, map_location=device or "cpu")
         wv = cls(state["words"], state["vectors"], state["counts"])
         wv.stats = state.get("stats", {})
         return wv
