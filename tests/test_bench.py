@@ -216,6 +216,19 @@ def test_results_table_formats_rows_and_omits_missing_profiles(results_dir):
     assert bench.results_markdown(results_dir).data == bench.results_table(results_dir)
 
 
+def test_metrics_table_puts_one_metric_per_row_and_the_load_next_to_the_time(results_dir):
+    data = json.loads((results_dir / "02_vae-cpu.json").read_text())
+    data.update(load_average_start=0.2, load_average_end=1.9, cpu_count=2, git_commit="abc1234", git_dirty=True)
+    (results_dir / "02_vae-cpu.json").write_text(json.dumps(data))
+    lines = bench.metrics_table("02_vae", results_dir).splitlines()
+    assert lines[0] == "| | `cpu` profile | `full` profile |"
+    assert "| _wall time_ | 01:01 | 62:05 |" in lines
+    assert "| _load average (start → end)_ | 0.2 → 1.9 on 2 cores | not recorded |" in lines
+    assert "| _commit_ | abc1234 (uncommitted changes) | ? |" in lines
+    assert lines[-2:] == ["| `test_acc` | 87.3% | 91.2% |", "| `elbo` | -97.12 | -85.5 |"]
+    assert "has not been measured yet" in bench.metrics_table("99_none", results_dir)
+
+
 def test_format_metric():
     assert bench.format_metric("val_acc", 0.98765) == "98.8%"
     assert bench.format_metric("NMI", 1.0) == "1"  # NMI stays a number in [0, 1], as papers print it

@@ -78,6 +78,8 @@ def test_built_pages_show_executed_results(book_build):
     assert 'class="exercise' in chapter and "dropdown" in chapter  # exercises, solutions folded
     results = (html / "book" / "results.html").read_text()
     assert "01_baselines" in results and "LeCun et al. 1998" in results and "<table" in results
+    assert "Claims at a glance" in results and "✓" in results and "Known to fail on" in results
+    assert "linear_acc_simclr" in results  # the raw metrics, one per row
     intro = (html / "book" / "intro.html").read_text()
     assert "not measured yet" in intro or "CPU:" in intro  # the lab-time table was generated
     solution = (html / "solutions" / "01_baselines.html").read_text()

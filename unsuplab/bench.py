@@ -438,6 +438,36 @@ def results_table(results_dir: str | Path = "results", profiles: Iterable[str] =
     return "\n".join(lines) + "\n"
 
 
+def metrics_table(lab: str, results_dir: str | Path = "results", profiles: Iterable[str] = ("cpu", "full")) -> str:
+    """A Markdown table of one lab's runs, one row per recorded metric and one column per profile,
+    headed by what each run was measured on (hardware, torch, commit, wall time and machine load)."""
+    profiles = tuple(profiles)
+    runs = {r["profile"]: r for r in load_results(results_dir) if r["lab"] == lab and r["profile"] in profiles}
+    profiles = tuple(p for p in profiles if p in runs)
+    if not profiles:
+        return f"_{lab} has not been measured yet: run `python -m unsuplab.bench run solutions/{lab}.ipynb --profile cpu`._\n"
+
+    def load(r: dict) -> str:
+        start, end = r.get("load_average_start"), r.get("load_average_end")
+        if start is None and end is None:
+            return "not recorded"
+        return f"{start} → {end} on {r.get('cpu_count', '?')} cores"
+
+    about = [("hardware", lambda r: r.get("device_name", "?")), ("torch", lambda r: r.get("torch", "?")),
+             ("commit", lambda r: r.get("git_commit", "?") + (" (uncommitted changes)" if r.get("git_dirty") else "")),
+             ("started", lambda r: r.get("started", "?")),
+             ("wall time", lambda r: _mmss(r["wall_seconds"]) if "wall_seconds" in r else "?"),
+             ("load average (start → end)", load)]
+    lines = ["| | " + " | ".join(f"`{p}` profile" for p in profiles) + " |", "|---|" + "---|" * len(profiles)]
+    lines += [f"| _{name}_ | " + " | ".join(_cell(get(runs[p])) for p in profiles) + " |" for name, get in about]
+    names = list(dict.fromkeys(name for p in profiles for name in runs[p].get("metrics", {})))
+    for name in names:
+        cells = [format_metric(name, runs[p]["metrics"][name]) if name in runs[p].get("metrics", {}) else ""
+                 for p in profiles]
+        lines.append(f"| `{name}` | " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def results_markdown(results_dir: str | Path = "results", profiles: Iterable[str] = ("full", "cpu"),
                      reference: dict | None = None):
     """:func:`results_table` as an ``IPython.display.Markdown`` object, for a book page."""
