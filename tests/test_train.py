@@ -1,6 +1,8 @@
 """unsuplab.train: the loop learns, guards against NaN, and resumes exactly after an interruption."""
 
 import collections
+import os
+import signal
 
 import pytest
 import torch
@@ -96,6 +98,81 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, interrupt_at, c
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert resumed_history.steps["loss"] == pytest.approx(reference_history.steps["loss"])
     assert resumed_history.epochs["loss"] == pytest.approx(reference_history.epochs["loss"])
+
+
+class NetWithBatchNorm(Net):
+    """Dropout and batch norm: a forward pass draws noise and moves the running statistics."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+
+
+def run_interrupted_mid_step(path, make_model, interrupt_at=None):
+    """Like run_to_end, but the interruption comes after the forward pass, when the dropout noise of the
+    step has been drawn and batch norm has updated its running statistics: a Ctrl-C during a step."""
+    torch.manual_seed(123)
+    model = make_model()
+    calls = collections.Counter()
+
+    def loss_fn(model, batch):
+        calls["n"] += 1
+        x, y = batch
+        loss = F.mse_loss(model(x), y)
+        if calls["n"] == interrupt_at:
+            raise KeyboardInterrupt
+        return loss
+
+    train.fit(model, loss_fn, loader(), epochs=3, lr=0.01, checkpoint=path, checkpoint_every=3,
+              progress_bar=False, seed=7)
+    return model
+
+
+@pytest.mark.parametrize("make_model", [Net, NetWithBatchNorm])
+@pytest.mark.parametrize("interrupt_at", [5, 9, 12, 20])  # epoch 1, the first step of epoch 2, epochs 2 and 3
+def test_an_interrupt_inside_a_step_resumes_bit_identically(tmp_path, make_model, interrupt_at):
+    reference = run_interrupted_mid_step(tmp_path / "whole.pt", make_model)
+    path = tmp_path / "interrupted.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run_interrupted_mid_step(path, make_model, interrupt_at=interrupt_at)
+    resumed = run_interrupted_mid_step(path, make_model)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+class SGDInterruptedDuringItsStep(torch.optim.SGD):
+    """A Ctrl-C that arrives while the optimizer is updating the weights (step ``at``)."""
+
+    def __init__(self, params, lr, at=None):
+        super().__init__(params, lr=lr)
+        self.at, self.calls = at, 0
+
+    def step(self, closure=None):
+        self.calls += 1
+        loss = super().step(closure)
+        if self.calls == self.at:
+            os.kill(os.getpid(), signal.SIGINT)  # the weights are updated; the step is not yet counted
+            for _ in range(100):  # Python checks for signals between bytecodes: the interrupt lands here
+                pass
+        return loss
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name == "nt", reason="needs POSIX signals")
+def test_a_ctrl_c_during_the_update_is_held_until_the_step_is_counted(tmp_path):
+    def run(path, at=None):
+        torch.manual_seed(123)
+        model = Net()
+        opt = SGDInterruptedDuringItsStep(model.parameters(), lr=0.01, at=at)
+        train.fit(model, mse, loader(), epochs=2, optimizer=opt, checkpoint=path, progress_bar=False, seed=7)
+        return model
+
+    reference = run(tmp_path / "whole.pt")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "interrupted.pt", at=6)
+    assert torch.load(tmp_path / "interrupted.pt", weights_only=True)["step"] == 6  # the update counted once
+    resumed = run(tmp_path / "interrupted.pt")
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_a_finished_run_is_not_repeated(tmp_path, capsys):

@@ -35,6 +35,8 @@ import os
 import pickle
 import random
 import re
+import signal
+import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager, nullcontext
@@ -298,6 +300,24 @@ def _split_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
     return loss, logged
 
 
+@contextmanager
+def _interrupts_held():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done, then deliver it:
+    an optimisation step is then applied and counted whole, or not at all. Only the main thread
+    receives signals; elsewhere (and where Python did not install the handler) the block runs as is."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            signal.raise_signal(signal.SIGINT)
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     # the data order of an epoch depends only on (seed, epoch), so a resumed epoch replays it exactly
     return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
@@ -332,9 +352,11 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
         Clip the global gradient norm to this value (logged as ``grad_norm``).
     checkpoint
         A file path; the state is saved there at the end of every epoch, every ``checkpoint_every``
-        steps if given, and when training is interrupted by an exception. With ``resume`` (default)
-        an existing checkpoint is loaded first and training continues from it; a finished run is
-        not repeated (the saved history is returned at once).
+        steps if given, and when training is interrupted by an exception: then as of the start of
+        the step under way (its random numbers and batch-norm statistics undone; a Ctrl-C during the
+        weight update is held until the update is counted), so the resumed run repeats that step
+        exactly. With ``resume`` (default) an existing checkpoint is loaded first and training
+        continues from it; a finished run is not repeated (the saved history is returned at once).
     eval_fn
         ``eval_fn(model) -> {"name": value}``, called in ``eval`` mode without gradients at the end of
         every epoch; its values go into ``history.epochs``.
@@ -390,11 +412,17 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     sums: dict[str, float] = dict(partial[0])
     count = int(partial[1])
 
-    def save(at_epoch: int, at_batch: int) -> None:
+    def save(at_epoch: int, at_batch: int, rng: dict | None = None) -> None:
         if checkpoint is not None:
             save_checkpoint(checkpoint, model=model, optimizer=optimizer, history=history,
                             scheduler=scheduler, scaler=scaler, epoch=at_epoch, batch_in_epoch=at_batch,
-                            step=step, rng=_rng_state(), epoch_sums=(dict(sums), count) if at_batch else None)
+                            step=step, rng=rng or _rng_state(), epoch_sums=(dict(sums), count) if at_batch else None)
+
+    # An interruption inside a step (a Ctrl-C during the forward pass) must save the state as of the
+    # start of that step: its dropout noise is already drawn and batch norm has already moved its
+    # running statistics, and the resumed run will draw and move them again. `unfinished` holds that
+    # state while a step (or the end of an epoch) is under way, and is None between them.
+    unfinished: dict | None = None
 
     try:
         n_batches = len(data)  # type: ignore[arg-type]
@@ -425,6 +453,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                 resumed_rng = None
                 batches = itertools.chain([] if next_batch is None else [next_batch], batches)
             for batch in batches:
+                unfinished = {"rng": _rng_state(), "buffers": [b.detach().clone() for b in model.buffers()]}
                 batch = to_device(batch, device, non_blocking=device.type == "cuda")
                 with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
                     loss, logged = _split_loss(loss_fn(model, batch))
@@ -434,16 +463,18 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                 if clip_grad_norm is not None:
                     scaler.unscale_(optimizer)
                     logged["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                batch_in_epoch += 1
-                values = {k: float(v) for k, v in logged.items()}
-                last_good = values["loss"]
-                history.log_step(values)
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
+                with _interrupts_held():  # the update is applied and counted whole, or not at all
+                    scaler.step(optimizer)
+                    scaler.update()
+                    step += 1
+                    batch_in_epoch += 1
+                    values = {k: float(v) for k, v in logged.items()}
+                    last_good = values["loss"]
+                    history.log_step(values)
+                    for k, v in values.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    count += 1
+                    unfinished = None
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{last_good:.4g}", refresh=False)
                 if checkpoint_every is not None and step % checkpoint_every == 0:
@@ -455,20 +486,21 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                 raise ValueError("data yielded no batches: check the DataLoader (an empty dataset, or "
                                  "drop_last=True with fewer examples than batch_size).")
             epoch_values = {k: v / max(count, 1) for k, v in sums.items()}
+            unfinished = {"rng": _rng_state(), "buffers": []}  # eval_fn may draw random numbers
             if eval_fn is not None:
-                model.eval()
-                with torch.no_grad():
+                with eval_mode(model), torch.no_grad():
                     evaluated = dict(eval_fn(model))
-                model.train()
                 for k, v in evaluated.items():
                     check_finite(v, step=step, epoch=epoch + 1, checkpoint=checkpoint, what=f"evaluation {k!r}")
                 epoch_values.update({k: float(v) for k, v in evaluated.items()})
-            history.log_epoch(epoch_values)
-            if scheduler is not None:
-                scheduler.step()
-            epoch += 1
-            batch_in_epoch = 0
-            sums, count = {}, 0
+            with _interrupts_held():
+                history.log_epoch(epoch_values)
+                if scheduler is not None:
+                    scheduler.step()
+                epoch += 1
+                batch_in_epoch = 0
+                sums, count = {}, 0
+                unfinished = None
             history.seconds += time.perf_counter() - started
             started = time.perf_counter()
             save(epoch, 0)
@@ -478,7 +510,11 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     except BaseException:  # an interruption (KeyboardInterrupt, a lost runtime) keeps what was done
         history.seconds += time.perf_counter() - started
         started = time.perf_counter()
-        save(epoch, batch_in_epoch)
+        if unfinished is not None:  # back to the start of the step that was under way
+            with torch.no_grad():
+                for buffer, saved in zip(model.buffers(), unfinished["buffers"]):
+                    buffer.copy_(saved)
+        save(epoch, batch_in_epoch, rng=None if unfinished is None else unfinished["rng"])
         bar.close()
         if checkpoint is not None:
             print(f"interrupted at epoch {epoch + 1}, step {step}: the state is saved in {checkpoint}; "
