@@ -210,6 +210,65 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
     assert all(torch.isfinite(p).all() for p in model.parameters())  # the bad step was not taken
 
 
+def test_resuming_with_a_new_learning_rate_applies_it_and_says_so(tmp_path, capsys):
+    path = tmp_path / "ck.pt"
+    with pytest.raises(KeyboardInterrupt):
+        run_to_end(path, interrupt_at=5)  # trained with lr=0.01
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.Adam(model.parameters(), lr=0.001, weight_decay=1e-4)
+    train.fit(model, mse, loader(), epochs=3, optimizer=opt, checkpoint=path, progress_bar=False, seed=7)
+    out = capsys.readouterr().out
+    assert opt.param_groups[0]["lr"] == 0.001 and opt.param_groups[0]["weight_decay"] == 1e-4
+    assert "lr=0.001 (the checkpoint had 0.01)" in out and "weight_decay=0.0001 (the checkpoint had 0)" in out
+
+
+def test_resuming_a_scheduled_run_with_a_new_learning_rate_says_the_old_one_is_kept(tmp_path, capsys):
+    def run(lr, epochs):
+        torch.manual_seed(0)
+        model = nn.Linear(5, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        train.fit(model, mse, loader(), epochs=epochs, optimizer=opt, scheduler=sched, checkpoint=tmp_path / "ck.pt",
+                  progress_bar=False)
+        return opt
+
+    run(0.1, 1)
+    opt = run(0.5, 3)
+    out = capsys.readouterr().out
+    assert "kept the checkpoint's" in out and "lr" in out and "resume=False" in out
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)  # the schedule went on from 0.1
+
+
+class SGDThatBlowsUp(torch.optim.SGD):
+    """Its update at step ``at`` makes the weights infinite although that step's loss was finite."""
+
+    def __init__(self, params, lr, at):
+        super().__init__(params, lr=lr)
+        self.at, self.calls = at, 0
+
+    def step(self, closure=None):
+        self.calls += 1
+        super().step(closure)
+        if self.calls == self.at:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+
+
+def test_divergence_keeps_the_last_finite_checkpoint_and_points_to_it(tmp_path):
+    path = tmp_path / "ck.pt"
+    model = Net()
+    opt = SGDThatBlowsUp(model.parameters(), lr=0.01, at=8)  # the last step of epoch 1: a checkpoint is due
+    with pytest.raises(train.TrainingDiverged) as err:
+        train.fit(model, mse, loader(), epochs=2, optimizer=opt, checkpoint=path, checkpoint_every=3,
+                  progress_bar=False)
+    message = str(err.value)
+    assert str(path) in message and "saved at step 6" in message and "keep it to resume" not in message
+    state = train.load_checkpoint(path)
+    assert state["step"] == 6
+    assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
 def test_check_finite_accepts_numbers_and_rejects_inf():
     train.check_finite(torch.tensor(1.5), step=1)
     with pytest.raises(train.TrainingDiverged, match="inf at step 3"):

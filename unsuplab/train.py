@@ -102,22 +102,30 @@ def to_device(batch: Any, device: torch.device | str, non_blocking: bool = False
     return batch
 
 
+def _checkpoint_advice(checkpoint: str | Path | None, checkpoint_step: int | None = None) -> str:
+    """The sentence of a divergence message about the checkpoint on disk, which was written before."""
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return ""
+    when = f" (saved at step {checkpoint_step})" if checkpoint_step is not None else ""
+    return (f" The last checkpoint, {checkpoint}{when}, was written before this and is left as it was: "
+            "fix the cause, then run again to resume from it (fit applies a new learning rate when it "
+            "resumes), or delete it to start afresh.")
+
+
 def check_finite(loss: torch.Tensor | float, *, step: int, epoch: int | None = None,
                  last_good: float | None = None, checkpoint: str | Path | None = None,
-                 what: str = "loss") -> None:
-    """Raise :class:`TrainingDiverged` if ``loss`` is NaN or infinite, saying where and what to try."""
+                 what: str = "loss", checkpoint_step: int | None = None) -> None:
+    """Raise :class:`TrainingDiverged` if ``loss`` is NaN or infinite, saying where and what to try
+    (and, when ``checkpoint`` exists, that it was written before, at ``checkpoint_step`` if given)."""
     value = float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else float(loss)
     if math.isfinite(value):
         return
     where = f"step {step}" + (f" (epoch {epoch})" if epoch is not None else "")
     before = f"; the last finite {what} was {last_good:.6g}" if last_good is not None else ""
-    kept = (f" The last checkpoint, {checkpoint}, holds the model from before this step; "
-            "fix the cause, then delete it to start afresh or keep it to resume."
-            if checkpoint is not None and Path(checkpoint).exists() else "")
     raise TrainingDiverged(
         f"the {what} is {value} at {where}{before}: training diverged, so it stopped here rather than "
         "continue on NaN weights. Try a smaller learning rate, gradient clipping (clip_grad_norm=1.0), "
-        "or check the data and the loss for log(0) or division by zero." + kept
+        "or check the data and the loss for log(0) or division by zero." + _checkpoint_advice(checkpoint, checkpoint_step)
     )
 
 
@@ -318,6 +326,49 @@ def _interrupts_held():
             signal.raise_signal(signal.SIGINT)
 
 
+def _hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict]:
+    """Each parameter group's settings (lr, betas, weight_decay...), without the parameters."""
+    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+
+def _show(value: Any) -> str:
+    value = value.tolist() if isinstance(value, torch.Tensor) else value
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _reconcile_hyperparameters(optimizer: torch.optim.Optimizer, given: list[dict], scheduled: bool,
+                               checkpoint: Path) -> None:
+    """After a resume, the optimizer holds the checkpoint's settings. Where they differ from those the
+    caller ``given`` (a new learning rate, say), apply the caller's and say so; with a scheduler, whose
+    state comes from the checkpoint too, keep the checkpoint's and say how to start afresh instead."""
+    changes = []  # (group, key, given value, checkpoint's value)
+    for i, (group, wanted) in enumerate(zip(optimizer.param_groups, given)):
+        for key, value in wanted.items():
+            if scheduled and key == "lr":  # the scheduler sets it; its start is compared as 'initial_lr'
+                continue
+            old = group.get(key, value)
+            same = _show(old) == _show(value) if isinstance(old, torch.Tensor) or isinstance(value, torch.Tensor) \
+                else old == value
+            if not same:
+                changes.append((i, key, value, old))
+    if not changes:
+        return
+    where = (lambda i: f" (group {i})") if len(optimizer.param_groups) > 1 else (lambda i: "")
+    listed = ", ".join(f"{key}={_show(value)}{where(i)} (the checkpoint had {_show(old)})"
+                       for i, key, value, old in changes)
+    if scheduled:
+        listed = ", ".join(f"{'lr' if key == 'initial_lr' else key}={_show(old)}{where(i)}"
+                           f"{' at the start of its schedule' if key == 'initial_lr' else ''} (you gave {_show(value)})"
+                           for i, key, value, old in changes)
+        print(f"  kept the checkpoint's optimizer settings, {listed}: its learning-rate schedule is part of the "
+              "checkpoint and cannot switch halfway. To train with the new settings, start afresh: "
+              f"fit(..., resume=False), or delete {checkpoint}.")
+        return
+    for i, key, value, _ in changes:
+        optimizer.param_groups[i][key] = value
+    print(f"  with the optimizer settings given now: {listed}.")
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     # the data order of an epoch depends only on (seed, epoch), so a resumed epoch replays it exactly
     return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
@@ -357,6 +408,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
         weight update is held until the update is counted), so the resumed run repeats that step
         exactly. With ``resume`` (default) an existing checkpoint is loaded first and training
         continues from it; a finished run is not repeated (the saved history is returned at once).
+        Optimizer settings given now that differ from the checkpoint's (a new ``lr``) are applied,
+        and printed; with a ``scheduler``, whose state is in the checkpoint, the checkpoint's are
+        kept and a printed line says so. A checkpoint is never overwritten by NaN or infinite weights.
     eval_fn
         ``eval_fn(model) -> {"name": value}``, called in ``eval`` mode without gradients at the end of
         every epoch; its values go into ``history.epochs``.
@@ -373,7 +427,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     Raises
     ------
     TrainingDiverged
-        At the first non-finite loss.
+        At the first non-finite loss, or when the weights become non-finite; the message names the
+        checkpoint left on disk and the step it was saved at.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}.")
@@ -395,7 +450,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
 
     epoch, batch_in_epoch, step = 0, 0, 0
     checkpoint = Path(checkpoint) if checkpoint is not None else None
+    saved_step: int | None = None  # the step of the checkpoint on disk, once known
     if checkpoint is not None and resume and checkpoint.exists():
+        given = _hyperparameters(optimizer)
         state = load_checkpoint(checkpoint, map_location=device, model=model, optimizer=optimizer,
                                 history=history)
         if scheduler is not None and state.get("scheduler") is not None:
@@ -404,8 +461,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
             scaler.load_state_dict(state["scaler"])
         epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
         partial = state.get("epoch_sums") or ({}, 0)
+        saved_step = step
         print(f"resumed from {checkpoint}: epoch {epoch + 1} of {epochs}, step {step}"
               + (" (already finished)" if epoch >= epochs or (max_steps and step >= max_steps) else ""))
+        _reconcile_hyperparameters(optimizer, given, scheduler is not None, checkpoint)
         resumed_rng = state["rng"]
     else:
         resumed_rng, partial = None, ({}, 0)
@@ -413,10 +472,20 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     count = int(partial[1])
 
     def save(at_epoch: int, at_batch: int, rng: dict | None = None) -> None:
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, model=model, optimizer=optimizer, history=history,
-                            scheduler=scheduler, scaler=scaler, epoch=at_epoch, batch_in_epoch=at_batch,
-                            step=step, rng=rng or _rng_state(), epoch_sums=(dict(sums), count) if at_batch else None)
+        nonlocal saved_step
+        if checkpoint is None:
+            return
+        finite = [torch.isfinite(p).all() for p in model.parameters()]
+        if finite and not bool(torch.stack(finite).all()):  # never replace a good checkpoint by blown-up weights
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite in the update of step {step}, although its loss was finite"
+                f"{f' ({last_good:.6g})' if last_good is not None else ''}: training diverged, so it stopped here "
+                "rather than continue on NaN weights. Try a smaller learning rate or gradient clipping "
+                "(clip_grad_norm=1.0)." + _checkpoint_advice(checkpoint, saved_step))
+        save_checkpoint(checkpoint, model=model, optimizer=optimizer, history=history,
+                        scheduler=scheduler, scaler=scaler, epoch=at_epoch, batch_in_epoch=at_batch,
+                        step=step, rng=rng or _rng_state(), epoch_sums=(dict(sums), count) if at_batch else None)
+        saved_step = step
 
     # An interruption inside a step (a Ctrl-C during the forward pass) must save the state as of the
     # start of that step: its dropout noise is already drawn and batch norm has already moved its
@@ -457,7 +526,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                 batch = to_device(batch, device, non_blocking=device.type == "cuda")
                 with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
                     loss, logged = _split_loss(loss_fn(model, batch))
-                check_finite(loss, step=step + 1, epoch=epoch + 1, last_good=last_good, checkpoint=checkpoint)
+                check_finite(loss, step=step + 1, epoch=epoch + 1, last_good=last_good, checkpoint=checkpoint,
+                             checkpoint_step=saved_step)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if clip_grad_norm is not None:
@@ -491,7 +561,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                 with eval_mode(model), torch.no_grad():
                     evaluated = dict(eval_fn(model))
                 for k, v in evaluated.items():
-                    check_finite(v, step=step, epoch=epoch + 1, checkpoint=checkpoint, what=f"evaluation {k!r}")
+                    check_finite(v, step=step, epoch=epoch + 1, checkpoint=checkpoint, what=f"evaluation {k!r}",
+                                 checkpoint_step=saved_step)
                 epoch_values.update({k: float(v) for k, v in evaluated.items()})
             with _interrupts_held():
                 history.log_epoch(epoch_values)
