@@ -178,8 +178,11 @@ def test_a_ctrl_c_during_the_update_is_held_until_the_step_is_counted(tmp_path):
 def test_a_finished_run_is_not_repeated(tmp_path, capsys):
     path = tmp_path / "done.pt"
     model, history = run_to_end(path)
+    capsys.readouterr()
     again, again_history = run_to_end(path)
-    assert "already finished" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "already finished (3 of 3 epochs, 24 steps)" in out and "resume=False" in out
+    assert "epoch 4 of 3" not in out
     assert again_history.steps == history.steps
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -267,6 +270,27 @@ def test_divergence_keeps_the_last_finite_checkpoint_and_points_to_it(tmp_path):
     state = train.load_checkpoint(path)
     assert state["step"] == 6
     assert all(torch.isfinite(t).all() for t in state["model"].values())
+
+
+def test_a_loss_that_explodes_stops_training_although_it_is_finite():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 1)
+    with pytest.raises(train.TrainingDiverged,
+                       match=r"(?s)the loss is .*e\+\d\d at step \d+ .*10,000 times the largest of the first") as err:
+        train.fit(model, mse, loader(), epochs=5, lr=1e6, progress_bar=False)  # Adam at lr 1e6: losses near 1e26
+    assert "divergence_factor=None" in str(err.value)
+    history = train.fit(nn.Linear(5, 1), mse, loader(), epochs=1, lr=1e6, progress_bar=False,
+                        divergence_factor=None)  # the guard can be switched off
+    assert len(history.steps["loss"]) == 8
+
+
+def test_a_folder_given_as_checkpoint_is_named_as_such(tmp_path):
+    with pytest.raises(IsADirectoryError, match=r"is a folder, not a checkpoint file: give a file path.*model.pt"):
+        train.fit(nn.Linear(5, 1), mse, loader(), epochs=1, checkpoint=tmp_path, progress_bar=False)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        train.load_checkpoint(tmp_path)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        train.save_checkpoint(tmp_path, step=1)
 
 
 def test_check_finite_accepts_numbers_and_rejects_inf():

@@ -114,18 +114,35 @@ def _checkpoint_advice(checkpoint: str | Path | None, checkpoint_step: int | Non
 
 def check_finite(loss: torch.Tensor | float, *, step: int, epoch: int | None = None,
                  last_good: float | None = None, checkpoint: str | Path | None = None,
-                 what: str = "loss", checkpoint_step: int | None = None) -> None:
+                 what: str = "loss", checkpoint_step: int | None = None) -> float:
     """Raise :class:`TrainingDiverged` if ``loss`` is NaN or infinite, saying where and what to try
-    (and, when ``checkpoint`` exists, that it was written before, at ``checkpoint_step`` if given)."""
+    (and, when ``checkpoint`` exists, that it was written before, at ``checkpoint_step`` if given).
+    Returns the loss as a float."""
     value = float(loss.detach().float().item()) if isinstance(loss, torch.Tensor) else float(loss)
     if math.isfinite(value):
-        return
+        return value
     where = f"step {step}" + (f" (epoch {epoch})" if epoch is not None else "")
     before = f"; the last finite {what} was {last_good:.6g}" if last_good is not None else ""
     raise TrainingDiverged(
         f"the {what} is {value} at {where}{before}: training diverged, so it stopped here rather than "
         "continue on NaN weights. Try a smaller learning rate, gradient clipping (clip_grad_norm=1.0), "
         "or check the data and the loss for log(0) or division by zero." + _checkpoint_advice(checkpoint, checkpoint_step)
+    )
+
+
+def _check_growth(value: float, first: list[float], factor: float | None, *, step: int, epoch: int,
+                  checkpoint: Path | None, checkpoint_step: int | None) -> None:
+    """Raise :class:`TrainingDiverged` if the loss ``value`` is more than ``factor`` times the largest
+    of the ``first`` losses of the run in size: a finite loss can diverge too (Adam at lr 1e6 trains
+    on with losses near 1e26, and would only reach NaN much later, if ever)."""
+    reference = max((abs(v) for v in first), default=0.0)
+    if factor is None or reference == 0.0 or abs(value) <= factor * reference:
+        return
+    raise TrainingDiverged(
+        f"the loss is {value:.3g} at step {step} (epoch {epoch}), more than {factor:,.0f} times the largest of "
+        f"the first {len(first)} losses ({reference:.3g}): training diverged, so it stopped here. Try a smaller "
+        "learning rate or gradient clipping (clip_grad_norm=1.0); if this loss is expected to grow that much, "
+        "pass divergence_factor=None (or a larger factor) to fit." + _checkpoint_advice(checkpoint, checkpoint_step)
     )
 
 
@@ -183,12 +200,20 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
+def _not_a_folder(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file: give a file path inside it, "
+                                f"like {path / 'model.pt'}.")
+    return path
+
+
 def save_checkpoint(path: str | Path, **state: Any) -> Path:
     """``torch.save(state, path)`` atomically: written to a temporary file, then renamed, so an
     interruption during the write leaves the previous checkpoint intact. Modules, optimizers,
     schedulers and scalers are stored by their ``state_dict()``. Everything must be a tensor or a
     plain value (see :func:`load_checkpoint`); anything else is refused with a TypeError, before writing."""
-    path = Path(path)
+    path = _not_a_folder(path)
     plain = {k: _plain(v.state_dict() if hasattr(v, "state_dict") and hasattr(v, "load_state_dict") else v, repr(k))
              for k, v in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +233,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", **objects: Any)
     :class:`UnsafeCheckpointError` and nothing in it is executed. Checkpoints are shared and
     downloaded, so a crafted one must not be able to do anything.
     """
-    path = Path(path)
+    path = _not_a_folder(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: train first, or check the path.")
     try:
@@ -381,7 +406,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
         checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
         resume: bool = True, eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
         max_steps: int | None = None, seed: int = 0, progress_bar: bool = True,
-        desc: str | None = None) -> History:
+        desc: str | None = None, divergence_factor: float | None = 1e4) -> History:
     """Train ``model`` by minimising ``loss_fn(model, batch)`` over ``epochs`` passes of ``data``.
 
     Parameters
@@ -418,6 +443,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
         Stop after this many optimisation steps in total (a time budget for smoke runs).
     seed
         Fixes the data order of each epoch, so a resumed run sees the same batches.
+    divergence_factor
+        Stop when a loss is more than this many times the largest of the run's first 10 losses in size
+        (a finite loss can diverge too); ``None`` stops at NaN or infinite losses only.
 
     Returns
     -------
@@ -436,6 +464,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
         raise ValueError(f"max_steps must be a whole number >= 1 or None, got {max_steps!r}.")
     if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be a whole number of steps >= 1 or None, got {checkpoint_every!r}.")
+    if divergence_factor is not None and not divergence_factor > 1:
+        raise ValueError(f"divergence_factor must be a number > 1 (default 1e4) or None, got {divergence_factor!r}.")
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
@@ -449,7 +479,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     history = History()
 
     epoch, batch_in_epoch, step = 0, 0, 0
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    checkpoint = _not_a_folder(checkpoint) if checkpoint is not None else None
     saved_step: int | None = None  # the step of the checkpoint on disk, once known
     if checkpoint is not None and resume and checkpoint.exists():
         given = _hyperparameters(optimizer)
@@ -462,8 +492,13 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
         epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
         partial = state.get("epoch_sums") or ({}, 0)
         saved_step = step
-        print(f"resumed from {checkpoint}: epoch {epoch + 1} of {epochs}, step {step}"
-              + (" (already finished)" if epoch >= epochs or (max_steps and step >= max_steps) else ""))
+        if epoch >= epochs or (max_steps and step >= max_steps):
+            done_epochs = f"{epoch} of {epochs} epochs" if epoch <= epochs else f"{epoch} epochs, {epochs} asked"
+            print(f"{checkpoint} holds a run that is already finished ({done_epochs}, {step} steps"
+                  f"{f', max_steps={max_steps}' if max_steps else ''}): nothing to train, its history is returned. "
+                  "To train again, delete it or call fit(..., resume=False).")
+        else:
+            print(f"resumed from {checkpoint}: epoch {epoch + 1} of {epochs}, step {step}")
         _reconcile_hyperparameters(optimizer, given, scheduler is not None, checkpoint)
         resumed_rng = state["rng"]
     else:
@@ -526,8 +561,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                 batch = to_device(batch, device, non_blocking=device.type == "cuda")
                 with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
                     loss, logged = _split_loss(loss_fn(model, batch))
-                check_finite(loss, step=step + 1, epoch=epoch + 1, last_good=last_good, checkpoint=checkpoint,
-                             checkpoint_step=saved_step)
+                value = check_finite(loss, step=step + 1, epoch=epoch + 1, last_good=last_good, checkpoint=checkpoint,
+                                     checkpoint_step=saved_step)
+                _check_growth(value, history.steps.get("loss", [])[:10], divergence_factor, step=step + 1,
+                              epoch=epoch + 1, checkpoint=checkpoint, checkpoint_step=saved_step)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 if clip_grad_norm is not None:
