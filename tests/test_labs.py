@@ -165,10 +165,48 @@ def test_check_reports_stale_missing_and_stray_labs(tmp_path, capsys):
     assert "labs/01_pca.ipynb is out of date" in problems[0]
     assert "labs/02_rbm.ipynb is missing" in problems[1]
     assert "labs/09_old.ipynb has no solution" in problems[2]
-    labs.build(root)  # build repairs all three, removing the stray lab with a note
-    assert "removed labs/09_old.ipynb" in capsys.readouterr().out
-    assert not (root / "labs" / "09_old.ipynb").exists()
-    assert labs.check(root) == []
+    labs.build(root)  # build repairs the stale and the missing lab, and leaves the stray one alone
+    assert "left labs/09_old.ipynb in place" in capsys.readouterr().out
+    assert (root / "labs" / "09_old.ipynb").read_text() == "{}"
+    assert [p for p in labs.check(root) if "09_old" not in p] == []
+
+
+def test_build_never_deletes_a_notebook_it_did_not_generate(tmp_path, capsys):
+    root = _course(tmp_path)
+    labs.build(root)
+    generated = (root / "labs" / "01_pca.ipynb").read_bytes()
+    mine = {"01_pca_mywork.ipynb": generated, "01_pca (copy).ipynb": generated, "notes.ipynb": b"{}"}
+    for name, text in mine.items():
+        (root / "labs" / name).write_bytes(text)
+    labs.build(root)
+    out = capsys.readouterr().out
+    for name, text in mine.items():
+        assert (root / "labs" / name).read_bytes() == text, name
+        assert f"left labs/{name} in place" in out
+    done = _cli("check", "--root", str(root))
+    assert "01_pca_mywork.ipynb has no solution" in done.stdout
+    assert "run `python -m unsuplab.labs build`" not in done.stdout  # build would not change that
+
+
+def test_build_keeps_a_backup_of_a_lab_it_overwrites(tmp_path, capsys):
+    root = _course(tmp_path)
+    labs.build(root)
+    lab_path = root / "labs" / "01_pca.ipynb"
+    lab = nbformat.read(lab_path, as_version=4)
+    lab.cells[2].source = lab.cells[2].source.replace('raise NotImplementedError("TODO: centre x, then take the '
+                                                      'top-k right singular vectors")', "v = my_answer(x, k)")
+    nbformat.write(lab, lab_path)
+    edited = lab_path.read_bytes()
+    capsys.readouterr()
+    labs.build(root)  # e.g. after `labs check` said to
+    out = capsys.readouterr().out
+    backups = list((root / "labs" / "backups").glob("01_pca*.ipynb"))
+    assert len(backups) == 1 and backups[0].read_bytes() == edited
+    assert f"labs/backups/{backups[0].name}" in out and "your version" in out
+    assert "my_answer" not in lab_path.read_text()  # the lab is the generated one again
+    assert labs.check(root) == []  # backups are not labs
+    labs.build(root)  # an unchanged lab is not backed up again
+    assert len(list((root / "labs" / "backups").glob("*.ipynb"))) == 1
 
 
 def test_check_reports_bad_names_and_parameters_cells(tmp_path):
