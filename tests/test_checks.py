@@ -200,3 +200,51 @@ def test_check_true(capsys):
     assert capsys.readouterr().out == "✓ weights are positive\n"
     with pytest.raises(CheckFailed, match=r"^✗ loss went down: the loss rose from 1.0 to 2.0$"):
         check_true("loss went down", 2.0 < 1.0, "the loss rose from 1.0 to 2.0")
+
+
+# --------------------------------------------------------------------------- a model's inputs in [0, 1]
+
+def test_check_unit_interval_says_what_to_do():
+    from unsuplab.checks import check_unit_interval
+
+    check_unit_interval(torch.rand(4, 1, 28, 28), "images")  # good data passes silently
+    check_unit_interval(torch.zeros(0, 3), "images")
+    with pytest.raises(ValueError, match=r"got values in \[0, 255\]: did you forget to divide 8-bit images by 255"):
+        check_unit_interval(torch.tensor([[0.0, 255.0]]), "images")
+    with pytest.raises(ValueError, match=r"got dtype torch.uint8: divide uint8 images by 255 first"):
+        check_unit_interval(torch.zeros(2, 2, dtype=torch.uint8), "images")
+    with pytest.raises(ValueError, match=r"\[-1, 1\].*\(x \+ 1\) / 2"):
+        check_unit_interval(torch.tensor([-1.0, 0.3, 1.0]), "images")
+    with pytest.raises(ValueError, match=r"standardised.*Normalize"):
+        check_unit_interval(torch.tensor([-2.5, 0.3, 3.0]), "images")
+    with pytest.raises(ValueError, match="NaN"):
+        check_unit_interval(torch.tensor([0.5, float("nan")]), "images")
+    with pytest.raises(ValueError, match=r"in \[0, 1\] \(a Bernoulli likelihood\)"):
+        check_unit_interval(torch.tensor([2.0]), "x", why="a Bernoulli likelihood")
+
+
+def _models():
+    from unsuplab.models import autoencoder, rbm, vae
+    from unsuplab.models.mnist_classifier import MNISTClassifier
+
+    return {
+        "autoencoder": lambda x: autoencoder.autoencoder_loss(autoencoder.Autoencoder(784, (16,), 4), x),
+        "autoencoder (reconstruction_loss)":
+            lambda x: autoencoder.reconstruction_loss(autoencoder.Autoencoder(784, (16,), 4), x),
+        "VAE": lambda x: vae.VAE((1, 28, 28), (16,), 2).loss(x),
+        "VQ-VAE": lambda x: vae.VQVAE((1, 28, 28), channels=4, code_dim=2, n_codes=4).loss(x),
+        "RBM": lambda x: rbm.RBM(784, 4).free_energy(x),
+        "MNIST classifier": lambda x: MNISTClassifier(4, 6)(x),
+    }
+
+
+@pytest.mark.parametrize("name", list(_models()))
+def test_models_whose_loss_reads_pixels_as_probabilities_refuse_0_255_and_uint8(name):
+    run = _models()[name]
+    pixels = torch.randint(0, 256, (3, 1, 28, 28), generator=torch.Generator().manual_seed(0))
+    run(pixels.float() / 255)  # the right input works
+    with pytest.raises(ValueError, match=r"got values in \[0, 255\]: did you forget to divide 8-bit images by 255"):
+        run(pixels.float())
+    if name != "RBM":  # an RBM takes 0/1 integers as they are
+        with pytest.raises(ValueError, match="got dtype torch.uint8: divide uint8 images by 255 first"):
+            run(pixels.to(torch.uint8))

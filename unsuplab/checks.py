@@ -9,12 +9,18 @@ A lab's self-check cell looks like::
 and prints ``✓ pca_fit matches the reference on 2 test cases.`` or stops with a
 :class:`CheckFailed` whose message names the problem: a missing ``return``, a transposed result,
 a wrong dimension, NaN values, an input changed in place, or the largest difference and where.
+
+:func:`check_unit_interval` is the one check of a model's *input* that the models share: where a loss
+reads pixels as probabilities (a binary cross-entropy, a Bernoulli likelihood, an RBM's binary
+units), images in [0, 255] or of dtype uint8 are refused with what to do, instead of training on
+garbage.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -346,3 +352,38 @@ def check_true(name: str, condition: Any, message: str) -> None:
     if not condition:
         raise CheckFailed(f"✗ {name}: {message}")
     print(f"✓ {name}")
+
+
+# --------------------------------------------------------------------------- a model's inputs
+
+def check_unit_interval(x: torch.Tensor, what: str = "x", *, why: str = "", tolerance: float = 1e-3) -> None:
+    """Raise a ValueError that says what to do unless ``x`` holds floats in [0, 1] (up to ``tolerance``).
+
+    For the models whose loss reads pixels as probabilities: ``what`` names the input in the message,
+    ``why`` (optional) says which loss needs the range. The message guesses the usual cause from what
+    arrived: uint8 pixels or values up to 255 (a forgotten ``/ 255``), values in [-1, 1] (a tanh
+    output, ``Normalize(0.5, 0.5)``), or standardised images.
+    """
+    because = f" ({why})" if why else ""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected {what} as a torch.Tensor of floats in [0, 1]{because}, got {_type_name(x)}: "
+                        "use torch.as_tensor(x) first.")
+    if not x.is_floating_point():
+        hint = ("divide uint8 images by 255 first: x.float() / 255 (torchvision's ToTensor() does it)."
+                if x.dtype == torch.uint8 else "convert them with x.float(), scaled to [0, 1].")
+        raise ValueError(f"expected {what} as floats in [0, 1]{because}, got dtype {x.dtype}: {hint}")
+    if x.numel() == 0:
+        return
+    low, high = (float(v) for v in torch.stack(torch.aminmax(x.detach().float())).tolist())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"expected {what} in [0, 1]{because}, but it contains NaN or infinite values.")
+    if low >= -tolerance and high <= 1 + tolerance:
+        return
+    if low >= -tolerance and high <= 255 + tolerance:
+        hint = ("did you forget to divide 8-bit images by 255 (x / 255, or torchvision's ToTensor())?")
+    elif low >= -1 - tolerance and high <= 1 + tolerance:
+        hint = ("values in [-1, 1] come from a tanh output or Normalize(0.5, 0.5): map them to [0, 1] with "
+                "(x + 1) / 2 (unsuplab.models.gan.to_unit).")
+    else:
+        hint = "were the images standardised with a mean and std (transforms.Normalize)? Pass the raw [0, 1] images."
+    raise ValueError(f"expected {what} in [0, 1]{because}, got values in [{low:.3g}, {high:.3g}]: {hint}")

@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_unit_interval
 from ..train import eval_mode
 
 __all__ = ["Autoencoder", "ConvAutoencoder", "TensorBatches", "squared_error", "binary_cross_entropy",
@@ -264,8 +265,10 @@ def binary_cross_entropy(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def reconstruction_loss(model: nn.Module, x: torch.Tensor, *, loss: str = "bce",
                         x_in: torch.Tensor | None = None) -> torch.Tensor:
     """The per-example loss l(x, g(f(x_in))) (eq. 4.1; x_in = x unless a corrupted copy is given,
-    eq. 4.7): (B, ...) -> (B,). ``loss="bce"`` needs a sigmoid output."""
+    eq. 4.7): (B, ...) -> (B,). ``loss="bce"`` needs a sigmoid output and x in [0, 1]."""
     _check_loss(loss, model)
+    if loss == "bce":
+        check_unit_interval(x, "the images x", why="the binary cross-entropy, eq. 4.3, reads each pixel as a probability")
     a = model.decode_logits(model.encode(x if x_in is None else x_in))
     if loss == "bce":
         return binary_cross_entropy(a, x)
@@ -356,9 +359,11 @@ def autoencoder_loss(model: nn.Module, x: torch.Tensor, *, loss: str = "bce",
     where ``x_tilde = x`` unless ``corruption`` is ``("mask", nu)``, ``("gaussian", sigma)`` or a function
     x -> x_tilde (eq. 4.7), and ``sparsity`` is ``None``, ``("l1", lambda)`` (eq. 4.5),
     ``("kl", beta, rho)`` (eq. 4.6) or a function h -> penalty of the codes h = f(x_tilde) (B, k).
-    Returns ``(loss, {"recon": ..., "penalty": ...})`` for ``fit``.
+    Returns ``(loss, {"recon": ..., "penalty": ...})`` for ``fit``. With ``loss="bce"``, x must be in [0, 1].
     """
     _check_loss(loss, model)
+    if loss == "bce":
+        check_unit_interval(x, "the images x", why="the binary cross-entropy, eq. 4.3, reads each pixel as a probability")
     if corruption is None:
         x_in = x
     elif callable(corruption):

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_unit_interval
+
 __all__ = ["MNISTClassifier", "train_classifier", "classify", "class_coverage"]
 
 
@@ -33,9 +35,7 @@ def _check_images(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"expected images of shape (N, 1, 28, 28), got {shape}.")
-    if x.numel() and (x.min() < -0.01 or x.max() > 1.01):
-        raise ValueError(f"expected images in [0, 1], got values in [{x.min():.2f}, {x.max():.2f}]: a GAN's tanh "
-                         "output lies in [-1, 1]; map it with (x + 1) / 2 (unsuplab.models.gan.to_unit) first.")
+    check_unit_interval(x, "images", tolerance=0.01)
 
 
 class MNISTClassifier(nn.Module):

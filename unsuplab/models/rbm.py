@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_unit_interval
 from ..train import History, check_finite, eval_mode, progress
 
 __all__ = ["binarize", "RBM", "cd_gradient", "train_rbm", "ais_betas", "base_rate_bias", "AISResult",
@@ -60,9 +61,7 @@ def binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """
     x = torch.as_tensor(x)
     flat = x.reshape(len(x), -1).float()  # (N, ...) -> (N, D)
-    if flat.numel() and (flat.min() < 0 or flat.max() > 1):
-        raise ValueError(f"expected intensities in [0, 1], got values in [{flat.min():.3g}, {flat.max():.3g}]: "
-                         "divide 8-bit images by 255 first.")
+    check_unit_interval(flat, "intensities", why="each is the probability of a 1")
     g = torch.Generator().manual_seed(seed)
     return torch.bernoulli(flat.cpu(), generator=g).to(x.device)
 
@@ -76,11 +75,9 @@ def _visible(v: torch.Tensor, n_visible: int, name: str = "v") -> torch.Tensor:
                          f"{tuple(v.shape)}: flatten images with v.reshape(len(v), -1), use v[None] for a "
                          "single vector, and check the RBM's n_visible.")
     v = v.reshape(len(v), n_visible)
-    if not v.is_floating_point():
+    if not v.is_floating_point():  # 0/1 integers are binary data as they are
         v = v.float()
-    if v.numel() and (v.min() < 0 or v.max() > 1):
-        raise ValueError(f"expected {name} in [0, 1] (binary units, or their probabilities), got values in "
-                         f"[{v.min():.3g}, {v.max():.3g}]: divide 8-bit images by 255, or binarize them.")
+    check_unit_interval(v, name, why="binary units, or their probabilities")
     return v
 
 

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_unit_interval
 from ..train import History, fit
 
 __all__ = ["binarize", "reparameterize", "gaussian_kl", "bernoulli_log_likelihood", "gaussian_log_density",
@@ -73,12 +74,7 @@ def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch
     version of each digit at every epoch (the standard "dynamically binarised MNIST" of Burda et al.
     2016). ``x`` must hold probabilities in [0, 1]; the result has the same shape, dtype and device.
     """
-    if not x.is_floating_point():
-        raise ValueError(f"expected grey levels as floats in [0, 1], got dtype {x.dtype}: "
-                         "divide uint8 images by 255 first.")
-    if x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"expected grey levels in [0, 1], got values in [{x.min():.3g}, {x.max():.3g}]: "
-                         "did you normalise with a mean and std? Binarise the raw [0, 1] images.")
+    check_unit_interval(x, "grey levels", why="each is the probability of a 1")
     return torch.bernoulli(x, generator=generator)
 
 
@@ -146,6 +142,7 @@ def _check_images(x: torch.Tensor, image_shape: tuple[int, ...], what: str = "x"
                          f"got {tuple(x.shape)}: this model was built for image_shape={tuple(image_shape)}"
                          + (" (did you forget the channel dimension? use x.unsqueeze(1))"
                             if tuple(x.shape[1:]) == tuple(image_shape[1:]) else "") + ".")
+    check_unit_interval(x, what, why="the Bernoulli decoder, eq. 5.1, reads each pixel as a probability")
 
 
 class VAE(nn.Module):
@@ -529,9 +526,8 @@ def train(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int = 1
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or len(x) == 0:
         raise ValueError(f"expected a non-empty tensor of images (N, C, H, W), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}.")
-    if binarize_data and x.numel() and (x.min() < 0 or x.max() > 1):
-        raise ValueError(f"binarize_data needs grey levels in [0, 1], got values in [{x.min():.3g}, "
-                         f"{x.max():.3g}]: pass the raw images (ul.data.mnist gives [0, 1]).")
+    check_unit_interval(x, "grey levels", why="the Bernoulli decoder reads each pixel as a probability; "
+                        "ul.data.mnist gives [0, 1]")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
     data = _Batches(x.to(device), batch_size, binarize_data)
