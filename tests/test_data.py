@@ -118,6 +118,35 @@ def test_a_cache_that_is_the_mirror_is_never_written(fake, monkeypatch):
     assert snapshot(fake["mirror"]) == {}
 
 
+def test_a_corrupt_file_in_a_read_only_cache_names_the_file_the_folder_and_the_fixes(fake, monkeypatch):
+    cached = put(fake["cache"], CONTENT[:100])
+    unlink = Path.unlink
+
+    def read_only(path, *args, **kwargs):  # the tests may run as root, who can delete anything
+        if Path(path) == cached:
+            raise PermissionError(13, "Permission denied", str(path))
+        return unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.warns(data.DataIntegrityWarning), pytest.raises(data.DataUnavailableError) as err:
+        data.fetch("test/sample.bin")
+    message = str(err.value)
+    assert f"{cached} is corrupt or truncated" in message and "cannot be deleted" in message
+    assert f"folder {cached.parent}" in message and "PermissionError" in message
+    assert f"set {data.CACHE_ENV} to a folder you can write" in message and data.MIRROR_ENV in message
+
+
+def test_read_text_with_a_huge_max_chars_reads_what_there_is(fake, monkeypatch):
+    text = "First Citizen: before we proceed any further, hear me speak.\n" * 50
+    (fake["upstream"] / "tiny.txt").write_text(text)
+    entry = data.RemoteFile("text/tiny.txt", ((fake["upstream"] / "tiny.txt").as_uri(),),
+                            hashlib.sha256(text.encode()).hexdigest(), len(text.encode()), "a test text")
+    monkeypatch.setitem(data.REGISTRY, entry.path, entry)
+    assert data.read_text("tiny", max_chars=10**15) == text  # no 10**15-character buffer
+    assert data.read_text("tiny", max_chars=14) == "First Citizen:"
+    assert data.read_text("tiny", max_chars=0) == ""
+
+
 def test_unknown_names_get_suggestions():
     with pytest.raises(data.UnknownDataFileError, match="did you mean 'mnist/t10k-images-idx3-ubyte.gz'"):
         data.fetch("t10k-images-idx3-ubyte.gz")

@@ -358,7 +358,15 @@ def fetch(path: str, *, download: bool = True, progress: bool = False) -> Path:
             "deleting it and downloading again",
             DataIntegrityWarning, stacklevel=2,
         )
-        target.unlink()
+        try:
+            target.unlink()
+        except OSError as error:  # a read-only cache (a shared or mounted folder)
+            raise DataUnavailableError(
+                f"the cached file {target} is corrupt or truncated ({problem}) and cannot be deleted "
+                f"({type(error).__name__}: {error.strerror or error}): the folder {target.parent} is not "
+                f"writable. Delete that file yourself (or ask whoever owns the folder), set {CACHE_ENV} to a "
+                f"folder you can write, or set {MIRROR_ENV} to a folder that holds a good copy of {entry.path}."
+            ) from error
         tried.append(f"cache: {target} was corrupt or truncated ({problem}) and was deleted")
     else:
         tried.append(f"cache: {target} does not exist")
@@ -846,7 +854,16 @@ def read_text(name: str, max_chars: int | None = None, *, download: bool = True)
     path = text_file(name, download=download)
     opener = lzma.open if path.suffix == ".xz" else open
     with opener(path, "rt", encoding="utf-8") as f:
-        return f.read(-1 if max_chars is None else int(max_chars))
+        if max_chars is None:
+            return f.read()
+        parts, left = [], int(max_chars)
+        while left > 0:  # in pieces: f.read(n) would set aside n characters first, however short the file
+            part = f.read(min(left, 1 << 22))
+            if not part:
+                break
+            parts.append(part)
+            left -= len(part)
+        return "".join(parts)
 
 
 # ----------------------------------------------------------------------------------------------
