@@ -323,6 +323,13 @@ def test_bleu_rejects_bad_input():
         T.bleu(["a b"], ["a b"])
 
 
+def test_bleu_of_no_sentences_is_an_error_not_a_score():
+    with pytest.raises(ValueError, match="no sentences to score"):
+        T.bleu([], [])
+    with pytest.raises(ValueError, match="no sentences to score"):
+        T.corpus_bleu([], [])
+
+
 # --------------------------------------------------------------------------- data
 
 def test_monolingual_halves_are_disjoint_and_cover_the_corpus():

@@ -858,6 +858,12 @@ def _ngrams(tokens: Sequence[str], n: int) -> Counter:
     return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
 
 
+def _check_not_empty(hypotheses: Sequence) -> None:
+    if len(hypotheses) == 0:
+        raise ValueError("no sentences to score: BLEU of an empty corpus is undefined (not 0). Check that the "
+                         "test set loaded and that the translations were produced.")
+
+
 def bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]], max_n: int = 4) -> float:
     """Corpus BLEU of tokenised sentences against one reference each, eq. (9.12), in [0, 100].
 
@@ -870,6 +876,7 @@ def bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: give one reference "
                          "per hypothesis.")
+    _check_not_empty(hypotheses)
     if any(isinstance(h, str) for h in hypotheses) or any(isinstance(r, str) for r in references):
         raise TypeError("bleu takes tokenised sentences (lists of words); split strings first, or use "
                         "corpus_bleu for raw text.")
@@ -893,13 +900,14 @@ def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
     The score to compare across papers and runs; :func:`bleu` is the same formula on tokens.
     """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: give one per hypothesis.")
+    _check_not_empty(hypotheses)
     try:
         import sacrebleu
     except ImportError:
         raise ImportError("corpus_bleu needs sacrebleu: `pip install sacrebleu` (it is in the course "
                           "environment).") from None
-    if len(hypotheses) != len(references):
-        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: give one per hypothesis.")
     return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], lowercase=True).score)
 
 
