@@ -274,3 +274,14 @@ def test_evaluate_features_reports_the_same_numbers():
     assert result["linear"] == metrics.linear_probe(xtr, ytr, xte, yte)
     assert metrics.evaluate_features(xtr, ytr, xte, yte, probe=False) == {
         "knn": metrics.knn_accuracy(xtr, ytr, xte, yte)}
+
+
+def test_gaussian_frechet_distance_refuses_a_matrix_that_is_no_covariance():
+    with pytest.raises(ValueError, match=r"sigma1 is not positive semi-definite .*smallest eigenvalue is -1"):
+        metrics.gaussian_frechet_distance(np.zeros(2), -np.eye(2), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="sigma2 is not positive semi-definite"):
+        metrics.gaussian_frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, -0.5]))
+    # a singular covariance (fewer samples than dimensions) is fine, rounding included
+    x = np.random.default_rng(0).normal(size=(3, 5))
+    sigma = np.cov(x, rowvar=False)
+    assert metrics.gaussian_frechet_distance(np.zeros(5), sigma, np.zeros(5), sigma) == pytest.approx(0, abs=1e-6)

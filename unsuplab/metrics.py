@@ -502,6 +502,11 @@ def gaussian_frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> f
             raise ValueError(f"{name} contains NaN or inf values.")
         if not torch.allclose(sigma, sigma.T, rtol=1e-6, atol=1e-8 * (1 + sigma.abs().max().item())):
             raise ValueError(f"{name} is not symmetric: a covariance matrix must be.")
+        eigvals = torch.linalg.eigvalsh((sigma + sigma.T) / 2)
+        if eigvals[0] < -1e-6 * max(eigvals.abs().max().item(), 1e-12):  # beyond rounding
+            raise ValueError(f"{name} is not positive semi-definite (its smallest eigenvalue is {eigvals[0]:.3g}, "
+                             f"its largest {eigvals[-1]:.3g}): a covariance matrix never has a negative "
+                             "eigenvalue. Compute it from features with torch.cov(x.T) or np.cov(x, rowvar=False).")
     root1 = _sqrt_psd(sigma1)
     middle = root1 @ sigma2 @ root1
     trace_cross = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp_min(0).sqrt().sum()
