@@ -71,3 +71,17 @@ def test_get_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert runtime.get_device().type == "cuda"
     assert runtime.get_device("cpu").type == "cpu"
+
+
+def test_the_full_profile_on_a_cpu_warns_with_an_estimate(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(runtime.SlowProfileWarning,
+                      match=r"(?s)profile='full' on a CPU.*paper-scale.*hours.*profile='cpu'"):
+        rt = runtime.setup("full", device="cpu", verbose=False)
+    assert rt.profile == "full"  # a warning, not a refusal: it is the student's call
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runtime.setup("cpu", device="cpu", verbose=False)  # the profiles sized for a CPU stay quiet
+        runtime.setup("smoke", device="cpu", verbose=False)

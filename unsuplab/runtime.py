@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,10 @@ import torch
 
 PROFILES = ("smoke", "cpu", "full")
 PROFILE_ENV = "UNSUPLAB_PROFILE"
+
+
+class SlowProfileWarning(UserWarning):
+    """The ``full`` profile, sized for a GPU, was chosen on a machine that has none."""
 
 
 def resolve_profile(profile: str | None = "auto") -> str:
@@ -126,8 +131,16 @@ class Runtime:
 
 def setup(profile: str | None = "auto", seed: int = 0, deterministic: bool = False,
           device: str | None = None, verbose: bool = True) -> Runtime:
-    """Resolve the profile, pick the device, seed everything; print one line saying so."""
+    """Resolve the profile, pick the device, seed everything; print one line saying so.
+    ``full`` on a CPU is allowed, with a :class:`SlowProfileWarning` that says how long it may take."""
     rt = Runtime(resolve_profile(profile), get_device(device), seed, deterministic)
+    if rt.profile == "full" and rt.device.type == "cpu":
+        warnings.warn(
+            f"profile='full' on a CPU ({rt.device_name}, no CUDA GPU): the full profile is a paper-scale run "
+            "sized for a GPU, and a CPU is typically 10 to 100 times slower, so expect many hours where the "
+            "lab's time estimate says minutes on a GPU (its CPU estimate is for profile='cpu'). Use "
+            "profile='cpu' for results in minutes, or run on a GPU (on Colab: Runtime > Change runtime type).",
+            SlowProfileWarning, stacklevel=2)
     seed_everything(seed, deterministic)
     if verbose:
         print(rt)
