@@ -499,7 +499,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                   "To train again, delete it or call fit(..., resume=False).")
         else:
             print(f"resumed from {checkpoint}: epoch {epoch + 1} of {epochs}, step {step}")
-        _reconcile_hyperparameters(optimizer, given, scheduler is not None, checkpoint)
+            _reconcile_hyperparameters(optimizer, given, scheduler is not None, checkpoint)
         resumed_rng = state["rng"]
     else:
         resumed_rng, partial = None, ({}, 0)
