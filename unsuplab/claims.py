@@ -255,8 +255,8 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "the digit far above chance (10%).", "infogan_code_digit_acc >= 0.2", unit="%"),
         Claim("fd_near_floor", "The DCGAN's Fréchet distance is within 3 times the real-data floor.",
               "fd_ratio_to_floor <= 3", unit="×", profiles=("cpu",),
-              expected_to_fail="issue 18: 800 generator steps give 7.6× the floor; the longer training "
-                               "the cpu budget allows has not been tried yet"),
+              expected_to_fail="issue 18: 800 generator steps stay several times above the floor; the "
+                               "longer training the cpu budget allows has not been tried yet"),
     ),
     "07_self_supervised": _claims(
         Claim("simclr_beats_random", "SimCLR's features beat the randomly initialised trunk by at least "
@@ -264,26 +264,35 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "min(linear_acc_simclr - linear_acc_random, knn_acc_simclr - knn_acc_random) >= 0.04", unit="pts"),
         Claim("rotnet_beats_random", "RotNet's features beat the random trunk by at least 4 points "
               "(linear and k-NN).",
-              "min(linear_acc_rotnet - linear_acc_random, knn_acc_rotnet - knn_acc_random) >= 0.04", unit="pts"),
+              "min(linear_acc_rotnet - linear_acc_random, knn_acc_rotnet - knn_acc_random) >= 0.04", unit="pts",
+              expected_to_fail="issue 14: within noise of the bar on 2,000 test images (one standard error is "
+                               "about 1.1 points): the run of 23 November cleared it, the idle re-run of "
+                               "2 December did not"),
         Claim("color_beats_random", "Colorization's features beat the random trunk by at least 4 points "
               "(linear and k-NN).",
-              "min(linear_acc_color - linear_acc_random, knn_acc_color - knn_acc_random) >= 0.04", unit="pts"),
+              "min(linear_acc_color - linear_acc_random, knn_acc_color - knn_acc_random) >= 0.04", unit="pts",
+              expected_to_fail="issue 14: within noise of the bar on 2,000 test images (one standard error is "
+                               "about 1.1 points): the run of 23 November cleared it, the idle re-run of "
+                               "2 December did not"),
         Claim("relpos_beats_random", "Relative-position features beat the random trunk by at least 4 points "
               "(linear and k-NN).",
               "min(linear_acc_relpos - linear_acc_random, knn_acc_relpos - knn_acc_random) >= 0.04", unit="pts",
-              expected_to_fail="issue 14: +1.0 linear; the pretext task reaches only 30% and trains too briefly"),
+              expected_to_fail="issue 14: the relative-position task is still far from solved after the "
+                               "cpu profile's short training, and its margin over random weights is within noise"),
         Claim("npid_beats_random", "NPID's features beat the random trunk by at least 4 points "
               "(linear and k-NN).",
               "min(linear_acc_npid - linear_acc_random, knn_acc_npid - knn_acc_random) >= 0.04", unit="pts",
-              expected_to_fail="issue 14: +2.3 linear; the memory bank needs more epochs than the cpu profile gives"),
+              expected_to_fail="issue 14: the memory bank needs more epochs than the cpu profile gives; the "
+                               "margin is a few points on 2,000 test images"),
         Claim("deepcluster_beats_random", "DeepCluster's features beat the random trunk by at least 4 points "
               "(linear and k-NN).",
               "min(linear_acc_deepcluster - linear_acc_random, knn_acc_deepcluster - knn_acc_random) >= 0.04",
-              unit="pts", expected_to_fail="issue 14: −1.0 linear after 4 clustering rounds"),
+              unit="pts", expected_to_fail="issue 14: after 4 clustering rounds on 5,000 images the features "
+                                           "score at or below the random network"),
         Claim("simclr_closes_gap", "SimCLR closes at least 60% of the gap between the random trunk and "
               "supervised training of the same trunk on the same images.",
               "(linear_acc_simclr - linear_acc_random) / (linear_acc_supervised - linear_acc_random) >= 0.6",
-              unit="%", expected_to_fail="issue 14: 59% with 20 epochs of SimCLR on 5,000 images"),
+              unit="%", expected_to_fail="issue 14: 20 epochs of SimCLR on 5,000 images close a little under 60%"),
         Claim("deepcluster_fixes_matter", "Without its two fixes DeepCluster collapses in the run that trains "
               "the features: the largest cluster holds at least 10 points more of the data.",
               "dc_largest_share_naive - dc_largest_share_fixed >= 0.1", unit="pts",
