@@ -228,7 +228,7 @@ def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "result
     if dirty:
         print("warning: uncommitted changes; the results file will say git_dirty: true.", file=sys.stderr)
     load_start = _load_average()
-    _warn_if_busy(load_start, "start")
+    _warn_if_busy(load_start)
     stem = notebook.stem
     kernelspec = nbformat.read(notebook, as_version=4).metadata.get("kernelspec") or {}
     if not kernelspec.get("name"):
@@ -254,8 +254,7 @@ def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "result
               file=sys.stderr)
         raise
     wall = time.perf_counter() - t0
-    load_end = _load_average()
-    _warn_if_busy(load_end, "end")
+    load_end = _load_average()  # includes the run's own threads: only the start says whether others ran
 
     # the returned notebook keeps each bundle's key order (the file on disk has its keys sorted)
     metrics = collect_metrics(executed)
@@ -308,12 +307,12 @@ def _load_average() -> float | None:
         return None
 
 
-def _warn_if_busy(load: float | None, when: str) -> None:
+def _warn_if_busy(load: float | None) -> None:
     cores = os.cpu_count() or 1
     if load is not None and load > cores:
-        print(f"warning: the load average at the {when} of the run is {load} on {cores} cores: the machine "
-              "is busy, so the wall time will overstate what the lab takes (it is recorded next to it).",
-              file=sys.stderr)
+        print(f"warning: the load average at the start of the run is {load} on {cores} cores: the machine "
+              "is busy (or a previous run has just ended), so the wall time may overstate what the lab takes "
+              "(the load is recorded next to it).", file=sys.stderr)
 
 
 def copy_outputs_into(notebook: str | Path, executed: Any, results: dict | None = None) -> None:
