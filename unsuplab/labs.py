@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import hashlib
 import json
 import re
 import sys
@@ -186,8 +187,28 @@ def make_lab(solution_nb: nbformat.NotebookNode, name: str | None = None) -> nbf
     lab.metadata["unsuplab"] = {
         "generated_from": f"{SOLUTIONS_DIR}/{name}" if name else "unknown",
         "note": GENERATED_NOTE,
+        "fingerprint": fingerprint(lab),
     }
     return lab
+
+
+def fingerprint(nb: nbformat.NotebookNode) -> str:
+    """A hash of a notebook's cells (type, source, outputs). ``make_lab`` stores it in the lab, so
+    ``build`` can tell a lab nobody touched (replace it quietly) from one a student wrote in or ran
+    (keep a copy first)."""
+    cells = [[c.cell_type, c.source, c.get("outputs", [])] for c in nb.cells]
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def _untouched(path: Path) -> bool:
+    """True when the lab at ``path`` is exactly as ``build`` once wrote it (its cells match the
+    fingerprint it was written with)."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - unreadable: treat as the student's, and keep a copy
+        return False
+    stored = nb.metadata.get("unsuplab", {}).get("fingerprint")
+    return stored is not None and stored == fingerprint(nb)
 
 
 def _lab_text(solution_path: Path) -> str:
@@ -230,8 +251,10 @@ def build(root: str | Path = ".") -> list[Path]:
 
     Every lab is generated before any file is written, so a broken marker changes nothing. Nothing is
     deleted: a notebook in ``labs/`` that has no solution is left in place, with a note. A lab that
-    differs from what would be written is first copied to ``labs/backups/`` (the message says where),
-    so answers written into a lab are never lost.
+    differs from what would be written, and is not exactly as an earlier build wrote it (its cells
+    no longer match its stored :func:`fingerprint`: answers, outputs, an edit), is first copied to
+    ``labs/backups/`` (the message says where), so answers written into a lab are never lost; an
+    out-of-date lab that nobody touched is simply replaced.
     """
     root = Path(root)
     texts = {path.name: _lab_text(path) for path in _solutions(root)}
@@ -252,7 +275,7 @@ def build(root: str | Path = ".") -> list[Path]:
         old = path.read_bytes() if path.exists() else None
         new = text.encode("utf-8")
         if old != new:  # untouched labs keep their modification time
-            if old is not None:
+            if old is not None and not _untouched(path):
                 kept = _backup(path)
                 print(f"kept your version of {LABS_DIR}/{name} as {LABS_DIR}/{BACKUP_DIR}/{kept.name} (it differs "
                       "from what the solution generates: your answers, an edit, or an older version)")
