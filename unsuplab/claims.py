@@ -210,7 +210,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "digits_acc_rbm_unsuplab - digits_acc_raw >= 0.1", unit="pts"),
         Claim("pcd_loglik_goal", "The PCD-trained RBM reaches a test log-likelihood of at least −105 nats.",
               "rbm_pcd_test_logprob >= -105", unit="nats", profiles=("cpu",),
-              expected_to_fail="issue 18: the cpu profile trains 5 PCD epochs on 20k digits (−124 nats); "
+              expected_to_fail="issue 18: the cpu profile trains 5 PCD epochs on 20k digits; "
                                "the longer training the 10-minute budget allows has not been tried yet"),
     ),
     "04_autoencoders": _claims(
@@ -238,7 +238,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "vq_codes_used >= 16"),
         Claim("vae_loglik_goal", "The VAE's importance-weighted test log-likelihood is at least −97 nats.",
               "test_log_px_iw >= -97", unit="nats", profiles=("cpu",),
-              expected_to_fail="issue 18: the cpu profile trains 3 epochs (−106.9 nats); longer training "
+              expected_to_fail="issue 18: the cpu profile trains 3 epochs; longer training "
                                "within the 10-minute budget has not been tried yet"),
     ),
     "06_gan": _claims(
@@ -306,15 +306,18 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "shortcut_acc_touching - shortcut_acc_gap_jitter >= 0.2", unit="pts"),
     ),
     "08_word2vec": _claims(
-        Claim("king_queen", "king − man + woman lands nearest to queen.", "king_minus_man_plus_woman == 'queen'"),
+        Claim("king_queen", "king − man + woman lands nearest to queen.", "king_minus_man_plus_woman == 'queen'",
+              expected_to_fail="issue 15: after one epoch of multi-threaded (Hogwild) training the answer "
+                               "changes from run to run: the 23 November run gave queen, the idle re-run of "
+                               "2 December elizabeth; the 5-epoch cpu profile issue 15 asks for should settle it"),
         Claim("analogies_far_above_chance", "Skip-gram vectors solve at least 15% of the analogy questions "
               "they cover (chance is below 0.01%).", "analogy_acc >= 0.15", unit="%"),
         Claim("similarity_matches_people", "Cosine similarity agrees with human similarity judgments "
               "(WordSim-353 Spearman ρ ≥ 0.5).", "wordsim353_spearman >= 0.5"),
         Claim("analogy_goal", "The cpu profile reaches gensim's 5-epoch quality: at least 38% analogy accuracy.",
               "analogy_acc >= 0.38", unit="%", profiles=("cpu",),
-              expected_to_fail="issue 15: the cpu profile trains one epoch (19.4%); gensim reaches 39% "
-                               "with 5 epochs on this corpus"),
+              expected_to_fail="issue 15: the cpu profile trains one epoch; gensim reaches 39% with 5 "
+                               "epochs on this corpus"),
     ),
     "08_bert": _claims(
         Claim("mlm_beats_unigram", "Masked-token prediction learns context: its accuracy beats the unigram "
@@ -324,7 +327,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         Claim("pretraining_pays_off", "Fine-tuning from the pretrained weights beats fine-tuning from random "
               "weights by at least 2 points.", "finetune_acc_pretrained - finetune_acc_random >= 0.02",
               unit="pts", expected_to_fail="issue 15: 1,000 pretraining steps on 3M tokens do not pay off "
-                                           "downstream (−3.3 points)"),
+                                           "downstream"),
         Claim("bag_of_words_is_strong", "On this topic task, a TF-IDF bag of words beats the small BERT "
               "(either initialisation).", "tfidf_acc > max(finetune_acc_pretrained, finetune_acc_random)"),
     ),
