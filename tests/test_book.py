@@ -2,6 +2,7 @@
 page of the table of contents exists, and no reference, citation or link is broken."""
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,75 @@ def test_built_pages_show_executed_results(book_build):
     assert len(figure.findall(solution)) >= 4, "the solution page shows too few figures from its committed run"
     bibliography = (html / "book" / "bibliography.html").read_text()
     assert "Olshausen" in bibliography and "Hotelling" in bibliography
+
+
+# A launch button is a link in the page header whose title says "Launch on Colab" (or Binder, JupyterHub…),
+# as sphinx-book-theme's header_buttons/launch.py and its button template write it.
+LAUNCH_LINK = re.compile(r'<a\s+href="(?P<href>[^"]+)"[^>]*?title="Launch on (?P<provider>[^"]+)"', re.S)
+
+
+def launch_links(page: Path) -> list[tuple[str, str]]:
+    return [(m["provider"], m["href"]) for m in LAUNCH_LINK.finditer(page.read_text())]
+
+
+def launch_problems(html: Path) -> list[str]:
+    """Every launch button that opens something Colab or Binder cannot run, one sentence each."""
+    problems = []
+    for page in sorted(html.glob("book/*.html")) + [html / "index.html"]:
+        for provider, href in launch_links(page):
+            problems.append(f"{page.relative_to(html)} is a chapter, not a notebook, yet has a {provider} button ({href})")
+    for kind in ("labs", "solutions"):
+        pages = sorted((html / kind).glob("*.html"))
+        if not pages:
+            problems.append(f"no {kind}/ pages were built")
+        for page in pages:
+            links = launch_links(page)
+            if not any(provider == "Colab" for provider, _ in links):
+                problems.append(f"{page.relative_to(html)} has no Colab button")
+            for provider, href in links:
+                target = href.split("?urlpath=")[-1]
+                if not target.endswith(f"{kind}/{page.stem}.ipynb") or "/./" in href:
+                    problems.append(f"{page.relative_to(html)}: its {provider} button opens {href}, "
+                                    f"not {kind}/{page.stem}.ipynb")
+                if provider == "Binder" and not (ROOT / ".binder").is_dir():
+                    problems.append(f"{page.relative_to(html)} has a Binder button but the repository has no .binder/")
+    return problems
+
+
+@pytest.mark.notebook
+def test_launch_buttons_only_open_notebooks(book_build):
+    """No launch button may open a file Colab cannot run: chapters (MyST markdown) get none, and every
+    button on a lab or solution page opens that page's own .ipynb."""
+    assert book_build.returncode == 0
+    problems = launch_problems(book_build.html)
+    assert not problems, "\n".join(problems)
+
+
+def test_launch_config_matches_what_is_offered():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    launch = config.get("launch_buttons", {})
+    assert launch.get("colab_url") == "https://colab.research.google.com"
+    if launch.get("binderhub_url"):
+        assert (ROOT / ".binder").is_dir(), "a Binder button needs a .binder/ configuration"
+    if not launch.get("jupyterhub_url"):
+        assert "JupyterHub" not in (ROOT / "_config.yml").read_text(), "_config.yml promises a JupyterHub button"
+    # path_to_book "." would put "/./" into every launch URL
+    assert config["repository"].get("path_to_book", "") == ""
+
+
+def test_markdown_pages_lose_their_launch_buttons():
+    """The book's extension removes the launch group sphinx-book-theme adds to every page with a kernel,
+    MyST markdown chapters included, and keeps it on notebook pages."""
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        import notebook_launch_buttons as ext
+    finally:
+        sys.path.pop(0)
+    launch = {"label": "launch-buttons", "type": "group", "buttons": [{"text": "Colab"}]}
+    download = {"label": "download-buttons", "type": "group", "buttons": []}
+    for suffix, kept in ((".md", False), (".ipynb", True)):
+        context = {"page_source_suffix": suffix, "header_buttons": [dict(download), dict(launch)]}
+        ext.keep_launch_buttons_on_notebooks(None, "p", "page.html", context, None)
+        labels = [b["label"] for b in context["header_buttons"]]
+        assert ("launch-buttons" in labels) is kept and "download-buttons" in labels, (suffix, labels)
+    ext.keep_launch_buttons_on_notebooks(None, "genindex", "genindex.html", {}, None)  # a page with no source
