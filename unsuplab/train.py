@@ -5,7 +5,9 @@ writes it out. Everywhere else :func:`fit` runs it, with what a long run on a la
 needs and a student should not have to rewrite each time:
 
 * a progress bar that works in a terminal and in a notebook (``UNSUPLAB_PROGRESS=0`` turns it off);
-* mixed precision on CUDA (bfloat16 where the GPU has it, else float16 with a gradient scaler);
+* mixed precision on CUDA, chosen by :func:`amp_dtype` for every trainer in unsuplab: bfloat16 on
+  cards of compute capability 8.0 or more (A100, H100), float16 with a gradient scaler on older ones
+  (Colab's T4); :func:`autocast` and :func:`grad_scaler` give the same choice to a loop of your own;
 * optional gradient clipping by global norm;
 * a guard that stops at the first NaN or infinite loss with a message that says what to try;
 * periodic checkpoints written atomically, and **resume**: call :func:`fit` again with the same
@@ -24,7 +26,7 @@ The model's loss is a function the chapter writes::
     viz.plot_history(history, title="Reconstruction loss per epoch")
 
 Custom loops (a GAN's) reuse the parts: :func:`check_finite`, :func:`save_checkpoint`,
-:func:`load_checkpoint` and :func:`progress`.
+:func:`load_checkpoint`, :func:`progress`, and :func:`autocast` with :func:`grad_scaler` for mixed precision.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ import torch
 from torch import nn
 
 __all__ = ["fit", "History", "TrainingDiverged", "UnsafeCheckpointError", "check_finite", "save_checkpoint",
-           "load_checkpoint", "to_device", "progress", "amp_dtype", "eval_mode"]
+           "load_checkpoint", "to_device", "progress", "amp_dtype", "autocast", "grad_scaler", "NoScaler",
+           "eval_mode"]
 
 PROGRESS_ENV = "UNSUPLAB_PROGRESS"
 
@@ -146,12 +149,89 @@ def _check_growth(value: float, first: list[float], factor: float | None, *, ste
     )
 
 
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype used on ``device``: bfloat16 on CUDA GPUs that support it, else float16;
-    ``None`` (full float32) off CUDA, where mixed precision brings little."""
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype on ``device``, decided here for every trainer in unsuplab.
+
+    * bfloat16 on CUDA cards of compute capability 8.0 or more (A100, the RTX 30 series and later,
+      L4, H100), whose tensor cores run it natively;
+    * float16 (with a gradient scaler, :func:`grad_scaler`) on older CUDA cards, such as Colab's T4
+      (7.5). ``torch.cuda.is_bf16_supported()`` says True there, but only through emulation:
+      matrix products run slowly and cuDNN has no bfloat16 convolutions, so it is not asked;
+    * ``None`` (full float32) off CUDA, where mixed precision brings little.
+    """
+    device = torch.device(device)
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def autocast(device: torch.device | str, enabled: bool = True):
+    """``torch.autocast`` on ``device`` at :func:`amp_dtype`, or a context that changes nothing where
+    that is ``None`` (the CPU, MPS) or when ``enabled`` is False::
+
+        with autocast(device):
+            loss = loss_fn(model, batch)
+    """
+    device = torch.device(device)
+    dtype = amp_dtype(device) if enabled else None
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+class NoScaler:
+    """A gradient scaler that does nothing, with ``torch.amp.GradScaler``'s interface: what
+    :func:`grad_scaler` gives where no loss scaling is needed (float32, bfloat16), so that one
+    training loop serves every device::
+
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)          # before clipping the gradients
+        scaler.step(optimizer)
+        scaler.update()
+    """
+
+    def scale(self, loss):
+        """The loss, unchanged."""
+        return loss
+
+    def unscale_(self, optimizer) -> None:
+        """Nothing to undo: the gradients were never scaled."""
+
+    def step(self, optimizer, *args, **kwargs):
+        """``optimizer.step()``."""
+        return optimizer.step(*args, **kwargs)
+
+    def update(self, new_scale=None) -> None:
+        """Nothing to update."""
+
+    def is_enabled(self) -> bool:
+        """False, as for a disabled GradScaler."""
+        return False
+
+    def get_scale(self) -> float:
+        """1.0: the loss is not scaled."""
+        return 1.0
+
+    def state_dict(self) -> dict:
+        """``{}``, as a disabled GradScaler saves."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Ignores the state: a checkpoint written with float16 on a T4 resumes on a CPU or an A100."""
+
+
+def grad_scaler(device: torch.device | str, enabled: bool = True):
+    """The gradient scaler for :func:`autocast` on ``device``: a real ``torch.amp.GradScaler`` where it
+    autocasts to float16 (whose small range lets small gradients underflow to zero unless the loss is
+    scaled up first), else a :class:`NoScaler`."""
+    device = torch.device(device)
+    if not enabled or amp_dtype(device) is not torch.float16:
+        return NoScaler()
+    try:
+        return torch.amp.GradScaler(device.type)  # torch >= 2.3
+    except (AttributeError, TypeError):
+        return torch.cuda.amp.GradScaler()  # older torch (Colab's may lag behind)
 
 
 def _rng_state() -> dict:
@@ -423,7 +503,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     scheduler
         Stepped once per epoch (``scheduler.step()``), after ``eval_fn``.
     amp
-        Mixed precision; default on for CUDA (bfloat16 if supported, else float16 with a scaler).
+        Mixed precision; default on for CUDA (see :func:`amp_dtype`: bfloat16 on compute capability
+        8.0 or more, else float16 with a gradient scaler); ``False`` trains in float32.
     clip_grad_norm
         Clip the global gradient norm to this value (logged as ``grad_norm``).
     checkpoint
@@ -473,9 +554,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     model.to(device)
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    use_amp = (device.type == "cuda") if amp is None else bool(amp and device.type == "cuda")
-    dtype = amp_dtype(device) if use_amp else None
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    use_amp = amp is None or bool(amp)  # autocast and grad_scaler switch it off where it does not apply
+    scaler = grad_scaler(device, enabled=use_amp)
     history = History()
 
     epoch, batch_in_epoch, step = 0, 0, 0
@@ -487,7 +567,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                                 history=history)
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler") is not None:
+        if state.get("scaler"):  # empty when saved without float16: a fresh scaler starts afresh
             scaler.load_state_dict(state["scaler"])
         epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
         partial = state.get("epoch_sums") or ({}, 0)
@@ -559,7 +639,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
             for batch in batches:
                 unfinished = {"rng": _rng_state(), "buffers": [b.detach().clone() for b in model.buffers()]}
                 batch = to_device(batch, device, non_blocking=device.type == "cuda")
-                with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
+                with autocast(device, enabled=use_amp):
                     loss, logged = _split_loss(loss_fn(model, batch))
                 value = check_finite(loss, step=step + 1, epoch=epoch + 1, last_good=last_good, checkpoint=checkpoint,
                                      checkpoint_step=saved_step)
