@@ -177,3 +177,10 @@ def test_unsuplab_and_the_labs_import_without_the_tooling():
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+def test_package_version_is_the_one_the_labs_pin():
+    import unsuplab
+
+    assert pyproject()["project"]["version"] == unsuplab.__version__, (
+        "pyproject.toml and unsuplab.__version__ disagree: the labs' install cells pin the tag v<__version__>")

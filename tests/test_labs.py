@@ -293,3 +293,29 @@ def test_build_folds_answer_cells_in_the_solution_but_not_in_the_lab(tmp_path, c
     before = (root / "solutions" / "01_pca.ipynb").read_bytes()
     labs.build(root)  # already folded: the solution is not rewritten
     assert (root / "solutions" / "01_pca.ipynb").read_bytes() == before
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("kind", ["labs", "solutions"])
+def test_install_cell_is_pinned_to_the_package_version(kind):
+    """Each lab installs the course release it was built with (tag v<version>), never whatever main is later."""
+    import unsuplab
+
+    assert unsuplab.RELEASE_TAG == f"v{unsuplab.__version__}"
+    notebooks = sorted((ROOT / kind).glob("*.ipynb"))
+    assert notebooks
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        install = next(c for c in nb.cells if c.cell_type == "code")
+        assert "%pip install" in install.source, f"{kind}/{path.name}: the first code cell is not the install cell"
+        assert f'git+{unsuplab.REPO_URL}@{unsuplab.RELEASE_TAG}"' in install.source, (
+            f"{kind}/{path.name}: the install cell does not pin {unsuplab.RELEASE_TAG}:\n{install.source}")
+        assert install.source == labs.install_cell_source(), f"{kind}/{path.name}: the install cell differs"
+
+
+def test_install_cell_source_names_the_tag_and_installs_only_when_missing():
+    source = labs.install_cell_source("1.2.3")
+    assert "import unsuplab" in source and "except ImportError" in source
+    assert '"unsuplab @ git+https://github.com/unsupervised-deep-learning/course@v1.2.3"' in source

@@ -33,10 +33,14 @@ __version__ = "0.1.0"
 #: Where the course lives; the Colab install cell and the book's launch buttons use it.
 REPO_URL = "https://github.com/unsupervised-deep-learning/course"
 
+#: The git tag of this release. Each release is tagged ``v<version>``, and every lab's install cell
+#: installs that tag, so a lab keeps the package it was written for, whatever ``main`` becomes later.
+RELEASE_TAG = f"v{__version__}"
+
 _SUBMODULES = ("data", "train", "metrics", "viz", "checks", "labs", "bench", "claims", "models", "runtime")
 
 __all__ = ["Runtime", "setup", "resolve_profile", "get_device", "seed_everything",
-           "REPO_URL", "__version__", *_SUBMODULES]
+           "REPO_URL", "RELEASE_TAG", "__version__", *_SUBMODULES]
 
 
 def __getattr__(name: str):

@@ -66,6 +66,21 @@ _VOLATILE_CELL_METADATA = ("execution", "papermill", "ExecuteTime")
 _VOLATILE_NOTEBOOK_METADATA = ("papermill", "widgets")
 
 
+def install_cell_source(version: str | None = None) -> str:
+    """The install-if-missing cell that opens every lab: on Colab (or anywhere unsuplab is missing) it
+    installs the course release tagged ``v<version>`` (default: this package's version), so a lab gets
+    the package it was built with, not whatever ``main`` is later; where unsuplab is installed it does nothing."""
+    from . import REPO_URL, __version__
+
+    tag = f"v{version or __version__}"
+    return ("# Install the course package when it is missing (e.g. on Colab); does nothing where it is installed.\n"
+            f"# Pinned to the release this lab was built with (tag {tag}), not to whatever main is later.\n"
+            "try:\n"
+            "    import unsuplab\n"
+            "except ImportError:\n"
+            f'    %pip install --quiet "unsuplab @ git+{REPO_URL}@{tag}"')
+
+
 class SolutionMarkerError(ValueError):
     """A ``### BEGIN SOLUTION`` / ``### END SOLUTION`` pair is broken (unbalanced, nested, malformed)."""
 
