@@ -8,6 +8,8 @@ what GradScaler does (multiply the loss, divide the gradients back before clippi
 show that each of them takes the scaler's path, in the right order, to the same weights.
 """
 
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from unsuplab import train
+from unsuplab.models import bert as B
+from unsuplab.models import ssl
+from unsuplab.models import translation as T
 
 CUDA = torch.device("cuda")
 CARDS = {"T4": ((7, 5), torch.float16), "A100": ((8, 0), torch.bfloat16), "H100": ((9, 0), torch.bfloat16)}
@@ -172,3 +177,77 @@ def test_fit_trains_one_step_on_the_cpu_with_the_no_op_scaler():
 
 def test_fit_goes_through_the_scaler(monkeypatch):
     assert_scaled_path(monkeypatch, [train], lambda: nn.Linear(3, 1), tiny_fit, steps=2, clips=True)
+
+
+def test_train_simclr_goes_through_the_scaler(monkeypatch):
+    x = torch.rand(16, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def train_it(model):
+        ssl.train_simclr(model, x, epochs=1, batch_size=8, lr=0.1, progress_bar=False)
+        return model
+
+    assert_scaled_path(monkeypatch, [ssl], lambda: ssl.SimCLR(ssl.convnet(4), hidden=8, out=4), train_it,
+                       steps=2, clips=False)
+
+
+def bert_corpus():
+    vocab = list(B.SPECIAL_TOKENS) + ["."] + [f"w{i}" for i in range(6)]
+    tok = B.WordTokenizer(vocab)
+    return tok, B.PairCorpus.from_documents(tok, [[" ".join([f"w{d}"] * 4) + " ."] * 4 for d in range(6)])
+
+
+def bert_config(vocab_size):
+    return B.BertConfig(vocab_size=vocab_size, max_len=16, d_model=8, n_layers=1, n_heads=2, d_ff=16, dropout=0.0)
+
+
+def test_bert_pretrain_goes_through_the_scaler(monkeypatch):
+    tok, corpus = bert_corpus()
+
+    def train_it(model):
+        B.pretrain(model, corpus, steps=2, batch_size=4, seq_len=12, lr=1e-3, log_every=1, progress_bar=False)
+        return model
+
+    assert_scaled_path(monkeypatch, [B], lambda: B.BertForPretraining(bert_config(len(tok))), train_it,
+                       steps=2, clips=True)
+
+
+def test_bert_finetune_goes_through_the_scaler(monkeypatch):
+    ids = torch.randint(B.N_SPECIAL, 12, (8, 6), generator=torch.Generator().manual_seed(0))
+    ids[:, 0] = B.CLS_ID
+    labels = ids[:, 1] % 2
+
+    def train_it(model):
+        B.finetune(model, ids, labels, epochs=1, batch_size=4, lr=1e-3)
+        return model
+
+    assert_scaled_path(monkeypatch, [B], lambda: B.BertClassifier(bert_config(12), 2), train_it, steps=2, clips=True)
+
+
+def test_translation_training_goes_through_the_scaler(monkeypatch):
+    v = T.MTVocab.build({"en": [["a", "cat", "."], ["a", "dog", "."]], "fr": [["un", "chat", "."], ["un", "chien", "."]]},
+                        min_count=1)
+    parallel = {"en": [v.encode(["a", "cat", "."], "en"), v.encode(["a", "dog", "."], "en")],
+                "fr": [v.encode(["un", "chat", "."], "fr"), v.encode(["un", "chien", "."], "fr")]}
+
+    def train_it(model):
+        T.train_supervised(model, parallel, steps=2, batch_size=2, warmup=1, progress=False)
+        return model
+
+    assert_scaled_path(monkeypatch, [T], lambda: T.Seq2Seq(v, d_model=8, nhead=2, layers=1, ff=16, dropout=0.0),
+                       train_it, steps=2, clips=True)
+
+
+def test_no_module_decides_precision_by_itself():
+    """Only unsuplab/train.py may pick an autocast dtype or build a GradScaler; elsewhere autocast is
+    only ever switched off (``torch.autocast(..., enabled=False)`` for a float32 island)."""
+    root = Path(train.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        if path == Path(train.__file__):
+            continue
+        text = path.read_text()
+        for match in re.finditer(r"torch\.autocast\(([^)]*)\)|GradScaler|is_bf16_supported|amp_dtype\(", text):
+            if match.group(1) is not None and "enabled=False" in match.group(1):
+                continue
+            offenders.append(f"{path.relative_to(root)}: {match.group(0)}")
+    assert offenders == []

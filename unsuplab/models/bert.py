@@ -32,7 +32,8 @@ special token, so it is never a prediction target: accuracies are over real word
 Speed: batches are cut from one long token tensor on the device with vectorised indexing (no Python
 loop over examples); the encoder uses ``torch.nn.functional.scaled_dot_product_attention`` (fused
 kernels on a GPU) except when attention maps are asked for, where the hand-written :func:`attention`
-runs; training uses bfloat16 autocast on CUDA and fused AdamW.
+runs; training uses fused AdamW and mixed precision on CUDA as ``unsuplab.train.autocast`` chooses it
+(bfloat16 on compute capability 8.0 or more, float16 with a gradient scaler on a T4).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import History, amp_dtype, check_finite, eval_mode, progress
+from ..train import History, autocast, check_finite, eval_mode, grad_scaler, progress
 
 # ----------------------------------------------------------------------------------------------
 # Tokens
@@ -693,11 +694,6 @@ class BertClassifier(nn.Module):
 # Training and evaluation
 # ----------------------------------------------------------------------------------------------
 
-def _autocast(device: torch.device):
-    dtype = amp_dtype(device)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
 def _adamw(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
     # Weight decay on the matrices only, not on biases and LayerNorm gains (as in BERT).
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -721,8 +717,9 @@ def pretrain(model: BertForPretraining, corpus: PairCorpus, *, steps: int, batch
     """Minimise ``L_MLM + L_NSP`` on sentence pairs drawn from ``corpus``, masked by ``mask_fn``.
 
     AdamW with a linear warm-up (``warmup`` steps, default 6% of ``steps``) and linear decay, gradient
-    clipping, bfloat16 autocast on CUDA. Every ``log_every`` steps the mean loss, its two parts and the
-    training masked-token accuracy go into ``history.steps`` (with the step number under ``"step"``);
+    clipping, mixed precision on CUDA (``unsuplab.train.autocast``, with its gradient scaler). Every
+    ``log_every`` steps the mean loss, its two parts and the training masked-token accuracy go into
+    ``history.steps`` (with the step number under ``"step"``);
     every ``eval_every`` steps (and at the end) ``eval_fn(model)`` goes into ``history.epochs``.
     """
     device = next(model.parameters()).device
@@ -730,6 +727,7 @@ def pretrain(model: BertForPretraining, corpus: PairCorpus, *, steps: int, batch
     vocab_size = model.cfg.vocab_size
     optimizer = _adamw(model, lr, weight_decay, device)
     scheduler = _warmup_linear(optimizer, int(0.06 * steps) if warmup is None else warmup, steps)
+    scaler = grad_scaler(device)  # float16 (a T4) needs one; elsewhere it does nothing
     history, sums, count, last_good = History(), {}, 0, None
     model.train()
     # (train.progress is off when UNSUPLAB_PROGRESS=0; a plain range when no bar is wanted at all)
@@ -737,12 +735,14 @@ def pretrain(model: BertForPretraining, corpus: PairCorpus, *, steps: int, batch
     for step in bar if bar is not None else range(1, steps + 1):
         batch = corpus.sample_pairs(batch_size, seq_len)
         batch["input_ids"], batch["labels"] = mask_fn(batch["input_ids"], vocab_size, mask_prob)
-        with _autocast(device):
+        with autocast(device):
             loss, parts = model.loss(batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         scheduler.step()
         for key, value in {"loss": loss.detach(), **parts}.items():
             sums[key] = sums.get(key, 0.0) + value      # stays on the device: no sync every step
@@ -789,7 +789,7 @@ def evaluate_mlm(model: BertForPretraining, batches: Sequence[dict[str, torch.Te
     with eval_mode(model):
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
-            with _autocast(device):
+            with autocast(device):
                 _, logits, nsp_logits = model(batch["input_ids"], batch["segment_ids"], batch["labels"])
             targets = batch["labels"][batch["labels"] != IGNORE_INDEX]
             nll += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
@@ -826,6 +826,7 @@ def finetune(model: BertClassifier, input_ids: torch.Tensor, labels: torch.Tenso
     steps = epochs * math.ceil(n / batch_size)
     optimizer = _adamw(model, lr, weight_decay, device)
     scheduler = _warmup_linear(optimizer, int(warmup_fraction * steps), steps)
+    scaler = grad_scaler(device)
     g = torch.Generator().manual_seed(seed)
     losses = []
     model.train()
@@ -834,12 +835,14 @@ def finetune(model: BertClassifier, input_ids: torch.Tensor, labels: torch.Tenso
         total = torch.zeros((), device=device)
         for start in range(0, n, batch_size):
             index = order[start:start + batch_size]
-            with _autocast(device):
+            with autocast(device):
                 loss = F.cross_entropy(model(input_ids[index]).float(), labels[index])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             total += loss.detach() * len(index)
         losses.append(float(total) / n)
@@ -855,7 +858,7 @@ def predict(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 256) ->
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(input_ids), batch_size):
-        with _autocast(device):
+        with autocast(device):
             out.append(model(input_ids[start:start + batch_size].to(device)).argmax(-1).cpu())
     return torch.cat(out)
 
@@ -868,7 +871,7 @@ def sentence_features(encoder: BertEncoder, input_ids: torch.Tensor, batch_size:
     out = []
     for start in range(0, len(input_ids), batch_size):
         ids = input_ids[start:start + batch_size].to(device)
-        with _autocast(device):
+        with autocast(device):
             h = encoder(ids).float()                                              # (B, T, D)
         keep = (ids != PAD_ID).float()[..., None]                                 # (B, T, 1)
         out.append(((h * keep).sum(1) / keep.sum(1)).cpu())

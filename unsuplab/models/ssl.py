@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -73,7 +72,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import History, amp_dtype, check_finite, eval_mode, load_checkpoint, progress, save_checkpoint
+from ..train import (History, autocast, check_finite, eval_mode, grad_scaler, load_checkpoint, progress,
+                     save_checkpoint)
 
 # CIFAR-10's channel means and standard deviations (of the official training set), used to normalise.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -226,7 +226,7 @@ def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) 
             batch = x[start:start + batch_size].to(device)
             if device.type == "cuda":
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype(device)) if amp_dtype(device) else nullcontext():
+            with autocast(device):
                 out.append(represent(batch).float())
     return torch.cat(out)
 
@@ -720,7 +720,8 @@ def train_simclr(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: 
     SGD with Nesterov momentum 0.9 and ``weight_decay``; the learning rate warms up linearly for the
     first ``warmup`` fraction of training, then decays with a cosine. The fraction of training done is
     the larger of step / total steps and elapsed time / ``time_budget`` (seconds), so with a budget
-    the schedule ends, and training stops, on time. bfloat16 (or float16) autocast on CUDA. Stops
+    the schedule ends, and training stops, on time. Mixed precision on CUDA as ``unsuplab.train.autocast``
+    chooses it (bfloat16 on compute capability 8.0 or more, float16 with a gradient scaler on a T4). Stops
     with :class:`~unsuplab.train.TrainingDiverged` at a NaN loss. With ``checkpoint`` the state is
     saved (by process 0) after every epoch and a rerun resumes from it.
 
@@ -738,12 +739,14 @@ def train_simclr(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: 
         raise ValueError(f"batch_size {batch_size} is larger than the {len(x)} training images: use a smaller batch.")
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     device = x.device
-    dtype = amp_dtype(device)
+    scaler = grad_scaler(device)  # float16 (a T4) needs one; elsewhere it does nothing
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     history, start_epoch, spent = History(), 0, 0.0
     if checkpoint is not None and Path(checkpoint).exists():
         state = load_checkpoint(checkpoint, map_location=device, model=model, optimizer=optimizer, history=history)
+        if state.get("scaler"):  # saved under float16; empty otherwise
+            scaler.load_state_dict(state["scaler"])
         start_epoch, spent = state["epoch"], history.seconds
         if rank == 0:
             print(f"resumed from {checkpoint} after epoch {start_epoch}")
@@ -771,13 +774,14 @@ def train_simclr(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: 
             views = torch.cat([augment(images), augment(images)])  # (2b, 3, H, W): first views, then second
             if device.type == "cuda":
                 views = views.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
+            with autocast(device):
                 z = model(views)  # (2b, out)
             z1, z2 = z.float().chunk(2)
             loss = loss_fn(z1, z2, temperature)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
             n_steps += 1
             epoch_loss += loss.detach()
@@ -793,7 +797,8 @@ def train_simclr(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: 
             history.seconds = time.perf_counter() - started
             history.log_epoch({"loss": mean_loss, "lr": optimizer.param_groups[0]["lr"], "seconds": history.seconds})
             if checkpoint is not None and rank == 0 and not done:
-                save_checkpoint(checkpoint, model=model, optimizer=optimizer, history=history, epoch=epoch + 1)
+                save_checkpoint(checkpoint, model=model, optimizer=optimizer, history=history, scaler=scaler,
+                                epoch=epoch + 1)
     history.seconds = time.perf_counter() - started
     bar.close()
     model.eval()

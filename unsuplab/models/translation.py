@@ -67,6 +67,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..train import autocast, grad_scaler
+
 __all__ = [
     # word translation
     "normalize_embeddings", "procrustes", "is_orthogonal", "orthogonalize_step", "csls",
@@ -838,7 +840,7 @@ def translate_ids(translator, sentences: Sequence[Sequence[int]], tgt_lang: str,
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             src, src_len = pad([list(sentences[i])[:max_len] or [translator.vocab.unk_id] for i in chunk], device)
-            with _autocast(device):
+            with autocast(device):
                 ids, lengths = translator.generate(src, src_len, tgt_lang)
             for row, i in enumerate(chunk):
                 out[i] = ids[row, : int(lengths[row])].tolist()
@@ -926,14 +928,6 @@ def round_trip_bleu(model, sentences: Sequence[str], lang: str, via: str, *, bat
 # ---------------------------------------------------------------------------------------------
 
 
-def _autocast(device):
-    from ..train import amp_dtype
-
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    dtype = amp_dtype(device)
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else torch.autocast("cpu", enabled=False)
-
-
 def _batch_of(sentences: Sequence[Sequence[int]], idx: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
     return pad([sentences[i] for i in idx.tolist()], device)
 
@@ -950,17 +944,20 @@ def _steps(model, opt, sched, losses: Callable[[torch.Generator], dict[str, torc
     from ..train import check_finite, progress as progress_bar
 
     model.train()
+    scaler = grad_scaler(model.device)  # float16 (a T4) needs one; elsewhere it does nothing
     sums: dict[str, float] = {}
     bar = progress_bar(range(steps), desc=desc, disable=not progress)
     for step in bar:
-        with _autocast(model.device):
+        with autocast(model.device):
             terms = losses(g)
         loss = sum(terms.values())
         check_finite(loss, step=step)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
         nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value.item()
