@@ -244,6 +244,57 @@ def test_interactive_fallback_values_and_returned_figures(displayed):
         viz.interactive(draw, fallback={"n": 2}, k=(1, 10, 1))
 
 
+class Interactive7(ipywidgets.interactive):
+    """ipywidgets 7.x's interactive, as far as viz.interactive can tell: no ``_repr_mimebundle_`` (a 7.x
+    widget displays itself in ``_ipython_display_``, then runs its on-display callbacks)."""
+
+    @property
+    def _repr_mimebundle_(self):
+        raise AttributeError("'interactive' object has no attribute '_repr_mimebundle_' (ipywidgets 7.x)")
+
+    def _handle_displayed(self, **kwargs):
+        self.displayed = getattr(self, "displayed", 0) + 1
+
+
+def draw_line(k=4):
+    fig, ax = plt.subplots()
+    ax.plot(range(k))
+
+
+@pytest.mark.parametrize("version", ["7.7.1", "8.1.9"])
+def test_interactive_on_ipywidgets_7_displays_the_bundle_its_widgets_display_themselves(displayed, monkeypatch,
+                                                                                      version):
+    # Colab ships 7.7, whose widgets have no _repr_mimebundle_; the same widget under an 8.x version
+    # string takes the same path, since it has nothing else to offer
+    monkeypatch.setattr(ipywidgets, "__version__", version)
+    monkeypatch.setattr(ipywidgets, "interactive", Interactive7)
+    w = viz.interactive(draw_line, k=(1, 9, 1))
+    assert isinstance(w, Interactive7)
+    (args, kwargs), = displayed
+    bundle = args[0]
+    assert kwargs.get("raw") and {WIDGET_VIEW, "text/plain", "image/png"} <= set(bundle)
+    assert bundle[WIDGET_VIEW] == {"version_major": 2, "version_minor": 0, "model_id": w.model_id}
+    assert len(bundle["text/plain"]) <= 111
+    assert base64.b64decode(bundle["image/png"]).startswith(b"\x89PNG\r\n\x1a\n")
+    assert w.displayed == 1  # what 7.x's own display does after sending the view: its on-display callbacks
+
+
+def test_interactive_on_ipywidgets_8_displays_what_repr_mimebundle_gives(displayed, monkeypatch):
+    asked = []
+    real = ipywidgets.interactive._repr_mimebundle_
+
+    def spy(self, **kwargs):
+        asked.append(self)
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(ipywidgets, "__version__", "8.1.9")
+    monkeypatch.setattr(ipywidgets.interactive, "_repr_mimebundle_", spy)
+    w = viz.interactive(draw_line, k=(1, 9, 1))
+    assert asked == [w]
+    (args, kwargs), = displayed
+    assert args[0][WIDGET_VIEW]["model_id"] == w.model_id and "image/png" in args[0]
+
+
 def test_interactive_without_ipython_just_draws_at_the_fallback(monkeypatch):
     calls = []
     monkeypatch.setattr(IPython.display, "display", lambda *args, **kwargs: calls.append(args))

@@ -347,6 +347,31 @@ def _widget_values(controls) -> dict:
     return {control._kwarg: control.get_interact_value() for control in controls}
 
 
+def _widget_bundle(w) -> dict:
+    """The MIME bundle that shows the live view of widget ``w``, on ipywidgets 8 and 7.
+
+    ipywidgets 8 returns it from ``w._repr_mimebundle_()``. ipywidgets 7 (Colab ships 7.7) has no
+    such method: a widget displays itself in ``_ipython_display_``, sending a plain-text repr and a
+    widget-view reference built as below, so that bundle is built here the same way."""
+    import ipywidgets
+
+    try:
+        major = int(str(ipywidgets.__version__).split(".")[0])
+    except ValueError:
+        major = 8
+    mimebundle = getattr(w, "_repr_mimebundle_", None)
+    if major >= 8 and callable(mimebundle):
+        return dict(mimebundle() or {})
+    plaintext = repr(w)
+    if len(plaintext) > 110:
+        plaintext = plaintext[:110] + "…"
+    bundle = {"text/plain": plaintext}
+    if getattr(w, "_view_name", None) is not None:
+        bundle["application/vnd.jupyter.widget-view+json"] = {"version_major": 2, "version_minor": 0,
+                                                              "model_id": w.model_id}
+    return bundle
+
+
 def _png_of_call(fn: Callable, values: dict) -> bytes | None:
     """Call ``fn(**values)`` without showing anything; return its figure as PNG bytes, and close
     every figure the call opened."""
@@ -387,9 +412,9 @@ def interactive(fn: Callable, *, fallback: Mapping | None = None, **widgets):
 
     In IPython it builds ``w = ipywidgets.interactive(fn, **widgets)`` (which draws ``fn`` once,
     at the initial values, for the live widget) and displays ONE output holding both the widget's
-    view (``application/vnd.jupyter.widget-view+json`` and ``text/plain``) and an ``image/png`` of
-    ``fn`` drawn at the ``fallback`` values (a dict, default: the widgets' initial values; keys it
-    does not name keep their initial value). A live notebook renders the widget; a static page
+    view (``application/vnd.jupyter.widget-view+json`` and ``text/plain``, the same on ipywidgets 7,
+    as on Colab, and 8) and an ``image/png`` of ``fn`` drawn at the ``fallback`` values (a dict,
+    default: the widgets' initial values; keys it does not name keep their initial value). A live notebook renders the widget; a static page
     (the book prefers image/png over widget views) shows the picture. The fallback figure is
     closed, so it is not shown a second time. Returns ``w``: end the line with ``;`` or assign
     the result, otherwise Jupyter displays ``w`` again. ``fn`` therefore runs twice.
@@ -427,7 +452,7 @@ def interactive(fn: Callable, *, fallback: Mapping | None = None, **widgets):
         return None
 
     png = _png_of_call(fn, values)
-    bundle = dict(w._repr_mimebundle_() or {})
+    bundle = _widget_bundle(w)
     if png is None:
         warnings.warn("fn drew no matplotlib figure at the fallback values, so the static book "
                       "will show no picture for this widget.", stacklevel=2)
@@ -436,4 +461,7 @@ def interactive(fn: Callable, *, fallback: Mapping | None = None, **widgets):
     import IPython.display
 
     IPython.display.display(bundle, raw=True)
+    displayed = getattr(w, "_handle_displayed", None)
+    if callable(displayed):  # ipywidgets 7 runs a widget's on-display callbacks after showing it
+        displayed()
     return w
