@@ -14,17 +14,22 @@ Every lab and chapter takes one ``profile`` parameter:
 The profile is resolved in this order: the notebook's own parameter (when it is not ``auto``),
 then the environment variable ``UNSUPLAB_PROFILE``, then the hardware.
 
+:func:`checkpoint_dir` says where a lab's checkpoints go, and whether they survive a recycled Colab VM.
+
     >>> rt = setup("smoke", seed=0)            # doctest: +SKIP
     >>> n_train = rt.pick(smoke=2_000, cpu=20_000, full=60_000)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import random
+import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +37,8 @@ import torch
 
 PROFILES = ("smoke", "cpu", "full")
 PROFILE_ENV = "UNSUPLAB_PROFILE"
+CHECKPOINTS_ENV = "UNSUPLAB_CHECKPOINTS"
+COLAB_DRIVE = Path("/content/drive")  # where Colab mounts Google Drive; MyDrive is the student's own folder
 
 
 class SlowProfileWarning(UserWarning):
@@ -145,3 +152,52 @@ def setup(profile: str | None = "auto", seed: int = 0, deterministic: bool = Fal
     if verbose:
         print(rt)
     return rt
+
+
+def checkpoint_dir(path: str | os.PathLike | None = None, *, drive: bool = False, verbose: bool = True) -> Path:
+    """The folder where a lab's checkpoints go (created if needed); prints where it is and whether it
+    survives a recycled Colab VM.
+
+    In this order: ``path`` when given; with ``drive=True`` (Colab only), Google Drive, mounted if it is
+    not yet (``MyDrive/unsuplab/checkpoints``, or ``MyDrive/unsuplab/<path>``); then the environment variable
+    ``UNSUPLAB_CHECKPOINTS``; else ``checkpoints/`` in the current folder.
+
+    On Colab, ``/content`` is the VM's own disk: it outlives a short disconnect, but a recycled VM (after
+    a long idle, or at the session's time limit) starts empty, and the checkpoints are gone. Only a folder
+    on the mounted Drive survives that; a path into an unmounted Drive is refused, since writing there
+    would only fill the VM's disk.
+    """
+    colab = "google.colab" in sys.modules or any(key.startswith("COLAB_") for key in os.environ)
+    my_drive = COLAB_DRIVE / "MyDrive"
+    if drive:
+        if not colab:
+            raise ValueError("checkpoint_dir(drive=True) works only on Colab, where Google Drive can be mounted "
+                             "at /content/drive; here, leave drive=False (checkpoints stay on this machine's disk) "
+                             "or pass the folder you want as path.")
+        if not my_drive.is_dir():
+            importlib.import_module("google.colab").drive.mount(str(COLAB_DRIVE))  # asks the student to allow it
+        folder = my_drive / "unsuplab" / (path if path is not None else "checkpoints")
+    elif path is not None:
+        folder = Path(path)
+    else:
+        folder = Path(os.environ.get(CHECKPOINTS_ENV, "").strip() or "checkpoints")
+    folder = folder.expanduser().resolve()
+    on_drive = colab and folder.is_relative_to(my_drive.resolve())
+    if colab and folder.is_relative_to(COLAB_DRIVE.resolve()) and not my_drive.is_dir():
+        raise ValueError(
+            f"checkpoints should go to {folder}, on Google Drive, but Drive is not mounted (no {my_drive}): "
+            "mount it first (from google.colab import drive; drive.mount('/content/drive')), or call "
+            "ul.runtime.checkpoint_dir(drive=True), which mounts it for you.")
+    folder.mkdir(parents=True, exist_ok=True)
+    if verbose:
+        if on_drive:
+            where = "on your Google Drive: it survives a recycled Colab VM, so a new session resumes from it"
+        elif colab:
+            where = ("on this Colab VM's own disk: it survives a short disconnect but does NOT survive a recycled VM "
+                     "(after a long idle or at the session's time limit). To keep checkpoints, put them on Google "
+                     "Drive: ul.runtime.checkpoint_dir(drive=True) mounts it and uses MyDrive/unsuplab/checkpoints "
+                     f"(or mount it yourself and set {CHECKPOINTS_ENV}=/content/drive/MyDrive/unsuplab)")
+        else:
+            where = "on this machine's disk: it stays until you delete it"
+        print(f"checkpoints go to {folder}, {where}.")
+    return folder
