@@ -319,3 +319,28 @@ def test_install_cell_source_names_the_tag_and_installs_only_when_missing():
     source = labs.install_cell_source("1.2.3")
     assert "import unsuplab" in source and "except ImportError" in source
     assert '"unsuplab @ git+https://github.com/unsupervised-deep-learning/course@v1.2.3"' in source
+
+
+def test_profile_settings_reads_the_picks_and_parameters_of_a_solution(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("profile = 'auto'\nseed = 3\nname = 'x'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("rt = ul.setup(profile)\n"
+                                  "n = rt.pick(smoke=10, cpu=100, full=1000)\n"
+                                  "arch, width = rt.pick(smoke=('conv', 8), cpu=('conv', 16), full=('resnet18', 0))\n"
+                                  "lr = rt.pick(smoke=1e-3, cpu=2e-3, full=float(n))  # not a literal: skipped\n"
+                                  "not_a_pick = 5"),
+        nbformat.v4.new_code_cell("%matplotlib inline"),
+    ]
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(nb, path)
+    full = labs.profile_settings(path, "full")
+    assert full == {"profile": "full", "seed": 3, "name": "x", "n": 1000, "arch": "resnet18", "width": 0}
+    assert labs.profile_settings(path, "smoke")["lr"] == 1e-3
+    with pytest.raises(ValueError, match="profile must be"):
+        labs.profile_settings(path, "auto")
+
+
+def test_profile_settings_of_the_course_labs_hold_their_full_sizes():
+    full = labs.profile_settings(ROOT / "solutions" / "07_self_supervised.ipynb", "full")
+    assert full["arch"] == "resnet18" and full["batch_size"] >= 256

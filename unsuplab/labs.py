@@ -42,6 +42,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import nbformat
 
@@ -298,6 +299,55 @@ def build(root: str | Path = ".") -> list[Path]:
             print(f"wrote {LABS_DIR}/{name}")
         written.append(path)
     return written
+
+
+def profile_settings(solution: str | Path, profile: str) -> dict[str, Any]:
+    """The settings a solution notebook uses under ``profile``, read from its code without running it.
+
+    Every literal in the ``parameters`` cell, and every assignment ``name = rt.pick(smoke=..., cpu=...,
+    full=...)`` in any code cell (also ``a, b = rt.pick(...)`` with tuple values), evaluated for
+    ``profile``. Values that are not literals are skipped. The test that builds and steps each lab's
+    ``full`` configuration on the CPU reads its sizes from here, so it checks the numbers the lab uses,
+    not a copy of them.
+    """
+    if profile not in ("smoke", "cpu", "full"):
+        raise ValueError(f"profile must be smoke, cpu or full, got {profile!r}")
+    nb = nbformat.read(Path(solution), as_version=4)
+    settings: dict[str, Any] = {}
+
+    def assign(target: ast.expr, value: Any) -> None:
+        if isinstance(target, ast.Name):
+            settings[target.id] = value
+        elif isinstance(target, ast.Tuple) and isinstance(value, tuple) and len(value) == len(target.elts):
+            for item, item_value in zip(target.elts, value):
+                assign(item, item_value)
+
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(cell.source)
+        except SyntaxError:
+            continue  # IPython magics; the parameters and setup cells are plain Python
+        is_parameters = PARAMETERS_TAG in _tags(cell)
+        for node in tree.body:
+            if not isinstance(node, ast.Assign) or len(node.targets) != 1:
+                continue
+            value_node = node.value
+            if (isinstance(value_node, ast.Call) and isinstance(value_node.func, ast.Attribute)
+                    and value_node.func.attr == "pick"):
+                chosen = [k.value for k in value_node.keywords if k.arg == profile]
+                if not chosen:
+                    continue
+                value_node = chosen[0]
+            elif not is_parameters:
+                continue
+            try:
+                assign(node.targets[0], ast.literal_eval(value_node))
+            except (ValueError, SyntaxError, TypeError):
+                continue
+    settings["profile"] = profile
+    return settings
 
 
 def _parameters_problem(path: Path, nb: nbformat.NotebookNode) -> str | None:
