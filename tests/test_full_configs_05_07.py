@@ -1,0 +1,380 @@
+"""Every ``full`` configuration of labs 5, 6 and 7 builds and takes a step on the CPU (issue 17).
+
+The course rule: no GPU user may be the first to meet a shape or dtype bug of a ``full`` run. Each test
+reads the lab's ``full`` settings from its solution notebook (``labs.profile_settings``, never a copy
+of the numbers), builds the models the lab trains with those settings, and runs one (or two)
+optimisation steps through the function the lab trains with, on a batch of the real shape. The data
+are synthetic where the real set is large (random grey levels of MNIST's shape, random CIFAR-10-shaped
+images): a batch of the right shape and range is what a shape or dtype bug needs.
+
+Lab 7's ResNet-18 costs about 14 s per step of 512 images on this CPU; one pretext task (RotNet, the
+lab's 128 images x 4 rotations = 512) runs at the full batch, the others at ``REDUCED_BATCH`` images so
+that the file stays within its minute. Their width, depth, heads, losses and memory bank are the full ones.
+"""
+
+import ast
+import math
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+
+import unsuplab as ul
+from unsuplab.labs import profile_settings
+from unsuplab.models import gan, ssl, vae
+from unsuplab.models.mnist_classifier import MNISTClassifier, classify, train_classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions"
+REDUCED_BATCH = 32  # lab 7's pretext tasks other than RotNet: images per step (the lab's full batch is 512)
+
+
+def _code_trees(lab: str):
+    for cell in nbformat.read(SOLUTIONS / f"{lab}.ipynb", as_version=4).cells:
+        if cell.cell_type == "code":
+            try:
+                yield ast.parse(cell.source)
+            except SyntaxError:
+                continue  # IPython magics
+
+
+def _full_value(node: ast.expr):
+    """A literal, or the ``full=`` literal of ``rt.pick(...)``; ``None`` for anything else."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "pick":
+        node = next((k.value for k in node.keywords if k.arg == "full"), None)
+    try:
+        return ast.literal_eval(node) if node is not None else None
+    except (ValueError, TypeError, SyntaxError):
+        return None
+
+
+def call_argument(lab: str, callee: str, keyword: str, first_arg: str | None = None):
+    """The ``full`` value of ``keyword=`` in the solution's calls of ``callee`` (optionally only those whose
+    first argument is the name ``first_arg``): a literal, or ``rt.pick(..., full=...)``. These are the
+    settings written inside a call, which ``profile_settings`` (assignments only) does not read."""
+    found = set()
+    for tree in _code_trees(lab):
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if name != callee or (first_arg is not None and not (
+                    node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == first_arg)):
+                continue
+            found |= {_full_value(k.value) for k in node.keywords if k.arg == keyword} - {None}
+    assert len(found) == 1, f"expected one value of {callee}({keyword}=...) in {lab}, found {found or 'none'}"
+    return found.pop()
+
+
+def full_settings(lab: str, *plain: str) -> dict:
+    """``profile_settings(solution, "full")``, plus the names in ``plain``: literals assigned once at the
+    top level of a code cell that is not the parameters cell (e.g. lab 5's ``batch_size = 128``, the
+    same in every profile), which ``profile_settings`` does not read."""
+    settings = profile_settings(SOLUTIONS / f"{lab}.ipynb", "full")
+    for name in plain:
+        values = {repr(_full_value(node.value)) for tree in _code_trees(lab) for node in tree.body
+                  if isinstance(node, ast.Assign) and len(node.targets) == 1
+                  and isinstance(node.targets[0], ast.Name) and node.targets[0].id == name}
+        assert len(values) == 1 and values != {"None"}, f"expected one literal {name} = ... in {lab}, got {values}"
+        settings[name] = ast.literal_eval(values.pop())
+    return settings
+
+
+def snapshot(*models: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for m in models for p in m.parameters()]
+
+
+def changed(before: list[torch.Tensor], *models: torch.nn.Module) -> bool:
+    after = [p.detach() for m in models for p in m.parameters()]
+    return len(before) == len(after) and any(not torch.equal(a, b) for a, b in zip(before, after))
+
+
+def mnist_like(n: int, seed: int = 0) -> torch.Tensor:
+    """Random grey levels of MNIST's shape and range: (n, 1, 28, 28) in [0, 1]."""
+    return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def cifar_like(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images and labels of CIFAR-10's shape and range: (n, 3, 32, 32) in [0, 1], (n,) in 0..9."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 32, 32, generator=g), torch.randint(10, (n,), generator=g)
+
+
+def finite(history_or_value, key: str = "loss") -> bool:
+    if isinstance(history_or_value, ul.train.History):
+        values = history_or_value.steps[key]
+        return len(values) >= 1 and all(math.isfinite(v) for v in values)
+    return math.isfinite(float(history_or_value))
+
+
+# ------------------------------------------------------------------------------------------------
+# Lab 5: the MNIST VAE, the beta-VAEs on 64 x 64 sprites, the VQ-VAE
+# ------------------------------------------------------------------------------------------------
+
+def test_full_05_vae_mnist_vae_and_vqvae_step():
+    s = full_settings("05_vae", "batch_size")
+    B = s["batch_size"]
+    x = mnist_like(B)
+    x_val = vae.binarize(mnist_like(16, seed=1))
+
+    torch.manual_seed(s["seed"])
+    model = vae.VAE(hidden=s["hidden"], z_dim=s["z_dim"])
+    assert [m.out_features for m in model.encoder if hasattr(m, "out_features")] == list(s["hidden"])
+    before = snapshot(model)
+    history = vae.train(model, x, epochs=s["epochs"], batch_size=B, lr=s["lr"], lr_final=s["lr_final"],
+                        x_val=x_val, device="cpu", seed=s["seed"], max_steps=1, progress_bar=False)
+    assert len(history.steps["loss"]) == 1 and finite(history) and finite(history, "neg_elbo")
+    assert changed(before, model)
+    assert model.sample(4).shape == (4, 1, 28, 28)
+
+    torch.manual_seed(s["seed"])
+    vq = vae.VQVAE(channels=s["vq_channels"], code_dim=s["code_dim"], n_codes=s["n_codes"],
+                   commitment=s["commitment"])
+    before = snapshot(vq)
+    history = vae.train(vq, x, epochs=s["vq_epochs"], batch_size=B, lr=call_argument("05_vae", "train", "lr", "vq"), device="cpu", seed=s["seed"],
+                        max_steps=1, progress_bar=False)
+    assert finite(history) and finite(history, "perplexity") and changed(before, vq)
+    assert vq.quantizer.codebook.shape == (s["n_codes"], s["code_dim"])
+    assert vq.encode(vae.binarize(x[:8])).shape == (8, 7, 7)
+    assert vq.reconstruct(x[:8]).shape == (8, 1, 28, 28)
+
+
+def test_full_05_vae_beta_vaes_on_full_size_sprites_step():
+    s = full_settings("05_vae", "batch_size")
+    B, size = s["batch_size"], s["sprite_size"]
+    x_spr, factors = ul.data.sprites(B, size=size, seed=s["seed"])   # the lab's generator, at full size
+    assert x_spr.shape == (B, 1, size, size) and factors.shape == (B, 5)
+    for beta in s["betas"]:
+        torch.manual_seed(s["seed"])
+        model = vae.VAE(image_shape=(1, size, size), hidden=s["sprite_hidden"], z_dim=s["sprite_z_dim"], beta=beta)
+        before = snapshot(model)
+        history = vae.train(model, x_spr, epochs=s["sprite_epochs"], batch_size=B, lr=call_argument("05_vae", "train", "lr", first_arg="model"),
+                            binarize_data=False, device="cpu", seed=s["seed"], max_steps=1, progress_bar=False)
+        assert finite(history) and finite(history, "kl") and changed(before, model)
+        with torch.no_grad():
+            mu, logvar = model.encode(x_spr[:16])
+        assert mu.shape == logvar.shape == (16, s["sprite_z_dim"])
+        assert model.decode_images(mu).shape == (16, 1, size, size)
+
+
+# ------------------------------------------------------------------------------------------------
+# Lab 6: the feature net, DCGAN, InfoGAN, CycleGAN, and chapter 5's VAE for the comparison
+# ------------------------------------------------------------------------------------------------
+
+def test_full_06_gan_feature_net_trains():
+    s = full_settings("06_gan")
+    x, y = mnist_like(128), torch.randint(10, (128,), generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(s["seed"])
+    untrained = MNISTClassifier(s["classifier_width"])        # what train_classifier builds from this seed
+    net = train_classifier(x, y, epochs=s["classifier_epochs"], width=s["classifier_width"], seed=s["seed"],
+                           device="cpu")                      # 128 images: one step of 128 per epoch
+    assert changed(snapshot(untrained), net)
+    features, probs = classify(net, x[:10])
+    assert features.shape == (10, net.feature_dim) and probs.shape == (10, 10)
+    assert torch.isfinite(features).all() and torch.allclose(probs.sum(1), torch.ones(10))
+
+
+def test_full_06_gan_dcgan_step():
+    s = full_settings("06_gan")
+    B, z_dim = s["batch_size"], s["z_dim"]
+    x_gan = gan.to_signed(mnist_like(B))
+    torch.manual_seed(s["seed"])
+    G, D = gan.DCGANGenerator(z_dim, s["width"]), gan.DCGANDiscriminator(s["width"])
+    opt_G = torch.optim.Adam(G.parameters(), lr=s["lr"], betas=(s["beta1"], 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=s["lr"], betas=(s["beta1"], 0.999))
+    before_G, before_D = snapshot(G), snapshot(D)
+    z = torch.randn(B, z_dim)
+    assert G(z).shape == (B, 1, 28, 28) and D(x_gan).shape == (B,)
+    losses = gan.gan_step(G, D, opt_G, opt_D, x_gan, z)      # the reference of the lab's exercise 3
+    assert all(finite(v) for v in losses.values())
+    assert changed(before_G, G) and changed(before_D, D)
+    assert gan.generate(G, torch.randn(4, z_dim)).shape == (4, 1, 28, 28)
+
+
+def test_full_06_gan_infogan_and_cyclegan_step(tmp_path):
+    s = full_settings("06_gan")
+    B, codes_n, noise_dim = s["batch_size"], s["info_codes"], s["info_noise_dim"]
+    x_gan = gan.to_signed(mnist_like(B))
+    g = torch.Generator().manual_seed(s["seed"] + 5)
+
+    torch.manual_seed(s["seed"])
+    G_info = gan.DCGANGenerator(noise_dim + codes_n, s["info_width"])
+    D_info = gan.DCGANDiscriminator(s["info_width"], n_codes=codes_n)
+    opt_G = torch.optim.Adam(G_info.parameters(), lr=s["info_lr_G"], betas=(s["beta1"], 0.999))
+    opt_D = torch.optim.Adam(D_info.parameters(), lr=s["info_lr_D"], betas=(s["beta1"], 0.999))
+    before = snapshot(G_info, D_info)
+
+    def info_step(step):
+        noise = torch.randn(B, noise_dim, generator=g)
+        codes = torch.randint(codes_n, (B,), generator=g)
+        return gan.infogan_step(G_info, D_info, opt_G, opt_D, x_gan, noise, codes, s["lambda_info"])
+
+    log = gan.run_steps(info_step, 1, checkpoint=tmp_path / "infogan.pt",
+                        state=dict(G=G_info, D=D_info, opt_G=opt_G, opt_D=opt_D), generator=g, desc="InfoGAN")
+    assert log["step"] == [1] and all(math.isfinite(log[k][0]) for k in ("loss_D", "loss_G", "info"))
+    assert changed(before, G_info, D_info)
+    assert D_info.q_logits(D_info.features(x_gan[:4])).shape == (4, codes_n)
+
+    cb = s["cycle_batch"]
+    domain_a = x_gan[:cb]
+    domain_b = gan.to_signed(gan.thicken(mnist_like(cb, seed=3)))
+    torch.manual_seed(s["seed"])
+    G_ab, G_ba = (gan.Translator(s["cycle_width"], s["cycle_blocks"]) for _ in range(2))
+    D_a, D_b = (gan.PatchDiscriminator(s["cycle_width"]) for _ in range(2))
+    cycle_lr = call_argument("06_gan", "Adam", "lr")     # the one literal learning rate: CycleGAN's
+    opt_G = torch.optim.Adam([*G_ab.parameters(), *G_ba.parameters()], lr=cycle_lr, betas=(s["beta1"], 0.999))
+    opt_D = torch.optim.Adam([*D_a.parameters(), *D_b.parameters()], lr=cycle_lr, betas=(s["beta1"], 0.999))
+    before = snapshot(G_ab, G_ba, D_a, D_b)
+    log = gan.run_steps(lambda step: gan.cyclegan_step(G_ab, G_ba, D_a, D_b, opt_G, opt_D, domain_a, domain_b,
+                                                       s["lambda_cyc"]),
+                        1, checkpoint=tmp_path / "cyclegan.pt",
+                        state=dict(G_ab=G_ab, G_ba=G_ba, D_a=D_a, D_b=D_b, opt_G=opt_G, opt_D=opt_D), desc="CycleGAN")
+    assert all(math.isfinite(log[k][0]) for k in ("loss_D", "loss_G", "cycle"))
+    assert changed(before, G_ab, G_ba, D_a, D_b)
+    assert G_ab(domain_a[:4]).shape == (4, 1, 28, 28) and D_b(domain_b[:4]).shape == (4, 1, 7, 7)
+
+
+def test_full_06_gan_comparison_vae_step(tmp_path):
+    s = full_settings("06_gan")
+    torch.manual_seed(s["seed"])
+    model = vae.VAE(hidden=s["vae_hidden"], z_dim=s["vae_z_dim"])
+    before = snapshot(model)
+    history = vae.train(model, mnist_like(128), epochs=s["vae_epochs"], lr=s["vae_lr"], lr_final=s["vae_lr_final"],
+                        device="cpu", seed=s["seed"], checkpoint=tmp_path / "vae.pt", max_steps=1, progress_bar=False)
+    assert finite(history) and changed(before, model)
+    assert model.sample(8).shape == (8, 1, 28, 28)
+
+
+# ------------------------------------------------------------------------------------------------
+# Lab 7: one ResNet-18 trunk under every pretext task, SimCLR and DeepCluster
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lab7():
+    s = full_settings("07_self_supervised")
+    assert s["arch"] == "resnet18", "lab 7's full profile trains a ResNet-18; this file checks that trunk"
+    return s
+
+
+def lab7_train(s, model, loss_fn, x_n: int, images_per_step: int, n_steps: int = 1):
+    """The lab's ``train`` (section 2): ``unsuplab.train.fit`` over ``ssl.IndexBatches`` with Adam at lr."""
+    batches = ssl.IndexBatches(x_n, images_per_step, device="cpu")
+    return ul.train.fit(model, loss_fn, batches, epochs=math.ceil(n_steps / len(batches)), max_steps=n_steps,
+                        lr=s["lr"], seed=s["seed"], progress_bar=False)
+
+
+def new_trunk(s):
+    return ssl.make_backbone(s["arch"], s["width"])
+
+
+def test_full_07_self_supervised_rotnet_full_batch_step(lab7):
+    s = lab7
+    images = s["batch_size"] // 4                     # the lab's images_per_step: 4 rotations make the batch
+    x, _ = cifar_like(images)
+    torch.manual_seed(s["seed"])
+    rotnet = ssl.to_device(ssl.Classifier(new_trunk(s), 4), "cpu")
+    assert rotnet.backbone.feature_dim == 512
+    before = snapshot(rotnet)
+    seen = []
+
+    def rotation_loss(model, index):
+        x_rot, r = ssl.rotate_batch(ssl.random_crop_flip(x[index]))
+        seen.append(tuple(x_rot.shape))
+        logits = model(x_rot)
+        assert logits.shape == (len(r), 4)
+        return F.cross_entropy(logits, r)
+
+    history = lab7_train(s, rotnet, rotation_loss, len(x), images)
+    assert seen == [(s["batch_size"], 3, 32, 32)]     # the full batch of 512 rotated images went through
+    assert finite(history) and changed(before, rotnet)
+
+
+def test_full_07_self_supervised_position_colour_instance_supervised_step(lab7):
+    s = lab7
+    B = REDUCED_BATCH
+    x, y = cifar_like(B)
+
+    torch.manual_seed(s["seed"])
+    relnet = ssl.to_device(ssl.RelativePositionNet(new_trunk(s)), "cpu")
+    before = snapshot(relnet)
+
+    def position_loss(model, index):
+        centre, neighbour, k = ssl.patch_pairs(ssl.random_crop_flip(x[index], padding=0),
+                                               s["patch"], s["gap"], s["jitter"])
+        return F.cross_entropy(model(centre, neighbour), k)
+
+    assert finite(lab7_train(s, relnet, position_loss, B, B)) and changed(before, relnet)
+
+    torch.manual_seed(s["seed"])
+    colorizer = ssl.to_device(ssl.Colorizer(new_trunk(s), grid=s["colour_grid"]), "cpu")
+    with torch.no_grad():
+        map_size = colorizer(x[:2]).shape[-2:]
+    assert tuple(map_size) == (4, 4)
+    weights = ssl.rebalancing_weights(torch.bincount(colorizer.targets(x, map_size).flatten(),
+                                                     minlength=colorizer.n_bins))
+    before = snapshot(colorizer)
+
+    def colour_loss(model, index):
+        images = ssl.random_crop_flip(x[index])
+        logits = model(images)
+        assert logits.shape == (len(index), colorizer.n_bins, 4, 4)
+        return ssl.colorization_loss(logits, model.targets(images, logits.shape[-2:]), weights)
+
+    assert finite(lab7_train(s, colorizer, colour_loss, B, B)) and changed(before, colorizer)
+
+    torch.manual_seed(s["seed"])
+    npid = ssl.to_device(ssl.InstanceNet(new_trunk(s)), "cpu")
+    bank = ssl.MemoryBank(s["n_train"], momentum=s["memory_momentum"])   # all 50,000 memories of the full run
+    bank_before = bank.v.clone()
+    before = snapshot(npid)
+
+    def instance_loss(model, index):
+        v = model(ssl.simclr_augment(x[index]))
+        loss = ssl.npid_loss(v, index, bank, s["npid_temperature"])       # softmax over (B, 50,000)
+        bank.update(index, v)
+        return loss
+
+    assert finite(lab7_train(s, npid, instance_loss, B, B)) and changed(before, npid)
+    assert not torch.equal(bank.v[:B], bank_before[:B]) and torch.equal(bank.v[B:], bank_before[B:])
+
+    torch.manual_seed(s["seed"])
+    supervised = ssl.to_device(ssl.Classifier(new_trunk(s), 10), "cpu")
+    before = snapshot(supervised)
+    history = lab7_train(s, supervised, lambda m, index: F.cross_entropy(m(ssl.random_crop_flip(x[index])), y[index]),
+                         B, B)
+    assert finite(history) and changed(before, supervised)
+    assert ssl.extract_features(supervised, x[:4]).shape == (4, 512)
+
+
+def test_full_07_self_supervised_simclr_two_steps(lab7):
+    s = lab7
+    B = REDUCED_BATCH
+    x, _ = cifar_like(2 * B)                          # two steps: the first one's learning rate is 0 (warm-up)
+    torch.manual_seed(s["seed"])
+    simclr = ssl.to_device(ssl.SimCLR(new_trunk(s), hidden=call_argument("07_self_supervised", "SimCLR", "hidden")), "cpu")
+    assert simclr.projector[0].out_features == call_argument("07_self_supervised", "SimCLR", "hidden")
+    before = snapshot(simclr)
+    history = ssl.train_simclr(simclr, x, epochs=s["simclr_epochs"], batch_size=B, lr=s["simclr_lr"],
+                               temperature=s["temperature"], time_budget=s["simclr_budget"], max_steps=2,
+                               loss_fn=ssl.nt_xent, seed=s["seed"], progress_bar=False, log_every=1)
+    assert len(history.steps["loss"]) == 2 and finite(history)
+    assert changed(before, simclr)
+    with torch.no_grad():
+        assert simclr(x[:4]).shape == (4, 128) and simclr.features(x[:4]).shape == (4, 512)
+
+
+def test_full_07_self_supervised_deepcluster_round_step(lab7):
+    s = lab7
+    k = s["dc_k"]
+    x, y = cifar_like(k + REDUCED_BATCH)               # K-means with the full k needs at least k images
+    torch.manual_seed(s["seed"])
+    model = ssl.to_device(ssl.Classifier(new_trunk(s), k), "cpu")
+    before = snapshot(model.backbone)
+    log = ssl.train_deepcluster(model, x, rounds=1, steps_per_round=1, batch_size=REDUCED_BATCH, lr=s["lr"],
+                                kmeans_iters=s["dc_kmeans_iters"], balanced=True,
+                                reassign=ssl.reassign_empty_clusters, labels=y, seed=s["seed"], progress_bar=False)
+    assert log["empty"] == [0] and len(log["sizes"][0]) == k     # the fix leaves no cluster empty
+    assert all(math.isfinite(v) for v in log["loss"] + log["nmi"])
+    assert changed(before, model.backbone)
