@@ -1,0 +1,322 @@
+"""Every ``full`` configuration of labs 8 (word2vec, BERT) and 9 builds and takes a step on the CPU (issue 17).
+
+The course rule: no GPU user may be the first to meet a shape or dtype bug of a ``full`` run. Each test
+reads the lab's ``full`` settings from its solution notebook (``labs.profile_settings``, plus the few
+written as ``dict(...)`` or inside a call, read from the same code here; never a copy of the numbers),
+builds the models the lab trains with those settings, and runs one optimisation step through the
+function the lab trains with, at full width and full batch size.
+
+The text is synthetic: word ids drawn from a Zipf law instead of text8 and Wikipedia, random "words"
+instead of Multi30k. What a shape or dtype bug needs is the model's sizes and a batch of the real
+shape; what the data say is for the labs. Two things are smaller than in a real run, to keep the file
+within its minute: the passes over the corpus (one step, or one pass of a small corpus, instead of
+``epochs``) and, in lab 9, the sentence length (``SENTENCE_LENGTHS`` words, where Multi30k's average
+about 13; the batch holds the lab's ``batch_size`` sentences and the Transformer its full width).
+"""
+
+import ast
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import torch
+
+from unsuplab.labs import profile_settings
+from unsuplab.models import bert as B
+from unsuplab.models import translation as T
+from unsuplab.models import word2vec as w2v
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions"
+SENTENCE_LENGTHS = (3, 8)  # lab 9: words per synthetic sentence, at least and at most
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading a lab's full settings
+# ----------------------------------------------------------------------------------------------
+
+def _code_trees(lab: str):
+    for cell in nbformat.read(SOLUTIONS / f"{lab}.ipynb", as_version=4).cells:
+        if cell.cell_type == "code":
+            try:
+                yield ast.parse(cell.source)
+            except SyntaxError:
+                continue  # IPython magics
+
+
+def _full(node: ast.expr):
+    """The value of ``node`` in the full profile: a literal, ``rt.pick(..., full=...)`` or ``dict(k=...)``
+    of those (nested as the labs write them). Raises ValueError for anything else."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "pick":
+        chosen = [k.value for k in node.keywords if k.arg == "full"]
+        if not chosen:
+            raise ValueError("rt.pick without full=")
+        return _full(chosen[0])
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {k.arg: _full(k.value) for k in node.keywords}
+    return ast.literal_eval(node)
+
+
+def full_settings(lab: str) -> dict:
+    """``profile_settings(solution, "full")``, plus the top-level assignments it does not read: literals
+    outside the parameters cell (``finetune_lrs = (1e-3, 3e-3)``) and dicts of ``rt.pick`` literals
+    (``w2v = dict(dim=rt.pick(...))``, ``model_size = rt.pick(full=dict(...))``)."""
+    settings = profile_settings(SOLUTIONS / f"{lab}.ipynb", "full")
+    extra: dict[str, set] = {}
+    for tree in _code_trees(lab):
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                try:
+                    extra.setdefault(node.targets[0].id, set()).add(repr(_full(node.value)))
+                except (ValueError, TypeError, SyntaxError):
+                    continue
+    for name, values in extra.items():
+        if name not in settings and len(values) == 1:
+            settings[name] = ast.literal_eval(values.pop())
+    return settings
+
+
+def call_arguments(lab: str, callee: str) -> dict:
+    """The full-profile keyword arguments that the solution writes as literals (or ``rt.pick``) in its
+    calls of ``callee`` (a function or method name); a keyword given different values is left out."""
+    found: dict[str, set] = {}
+    for tree in _code_trees(lab):
+        for node in ast.walk(tree):
+            name = (node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+                    ) if isinstance(node, ast.Call) else None
+            if name != callee:
+                continue
+            for k in node.keywords:
+                try:
+                    found.setdefault(k.arg, set()).add(repr(_full(k.value)))
+                except (ValueError, TypeError, SyntaxError):
+                    continue
+    assert found, f"{lab} never calls {callee}(...) with a literal keyword argument"
+    return {k: ast.literal_eval(next(iter(v))) for k, v in found.items() if len(v) == 1}
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def _moved(module: torch.nn.Module, before: dict[str, torch.Tensor]) -> list[str]:
+    return [name for name, p in module.named_parameters() if not torch.equal(p.detach(), before[name])]
+
+
+def _zipf_vocabulary(size: int, n_words: int, min_count: int) -> w2v.Vocabulary:
+    """``size`` words whose counts fall as 1 / rank (Zipf's law) in a text of about ``n_words`` words."""
+    ranks = torch.arange(1, size + 1, dtype=torch.float64)
+    counts = (n_words / (ranks.reciprocal().sum() * ranks)).round().clamp(min=min_count).long()
+    return w2v.Vocabulary([f"w{i}" for i in range(size)], counts)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 8a: word2vec
+# ----------------------------------------------------------------------------------------------
+
+def test_full_08_word2vec_trains_with_the_full_batch_and_vocabulary():
+    s = full_settings("08_word2vec")
+    # The vocabulary of the whole corpus, as the cpu run measured it: the full run reads the same corpus
+    # whole, with the same min_count, so its matrices have this many rows.
+    assert profile_settings(SOLUTIONS / "08_word2vec.ipynb", "cpu")["max_words"] is s["max_words"] is None
+    measured = json.loads((ROOT / "results" / "08_word2vec-cpu.json").read_text())["metrics"]
+    vocab = _zipf_vocabulary(measured["vocab_size"], measured["corpus_words"], s["min_count"])
+    g = torch.Generator().manual_seed(s["seed"])
+    ids = torch.multinomial(vocab.counts.double(), 40_000, replacement=True, generator=g)  # a short Zipf text
+    wv = w2v.train_word2vec(ids, vocab=vocab, dim=s["dim"], window=s["window"], negatives=s["negatives"],
+                            sample=s["sample"], lr=s["lr"], epochs=1, batch_size=s["batch_size"], device="cpu",
+                            seed=s["seed"], progress=False)
+    stats = wv.stats
+    assert wv.vectors.shape == (len(vocab), s["dim"])
+    assert stats["settings"]["batch_size"] == s["batch_size"]
+    assert stats["pairs"] > s["batch_size"], "not one full batch of pairs was trained on"
+    assert stats["loss_curve"] and all(math.isfinite(loss) for _, loss in stats["loss_curve"])
+    start = w2v.SkipGram(len(vocab), s["dim"], torch.Generator().manual_seed(s["seed"])).W_in.weight
+    seen = ids.unique()
+    assert torch.isfinite(wv.vectors).all()
+    assert not torch.equal(wv.vectors[seen], start[seen]), "SGD did not move the vectors of the words it read"
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 8b: BERT
+# ----------------------------------------------------------------------------------------------
+
+def _synthetic_articles(n_words: int, seed: int) -> list[B.Article]:
+    """Articles of ten-word sentences, three to a paragraph, over ``n_words`` distinct words (each used
+    five times, so that nearly all of them are seen twice in the pretraining articles and kept by the
+    tokenizer): an untitled part, then two sections whose headings are the downstream task's classes."""
+    g = torch.Generator().manual_seed(seed)
+    stream = torch.arange(n_words).repeat(5)
+    stream = stream[torch.randperm(len(stream), generator=g)].tolist()
+    headings = [h[0] for h in B.SECTION_CLASSES.values()]
+    paragraphs_per_part, words_per_paragraph = 6, 30
+    per_article = 3 * paragraphs_per_part * words_per_paragraph
+    articles = []
+    for a in range(len(stream) // per_article):
+        words = stream[a * per_article:(a + 1) * per_article]
+        paragraphs = [" ".join(" ".join(f"w{i}" for i in words[p + s:p + s + 10]) + " ." for s in (0, 10, 20))
+                      for p in range(0, per_article, words_per_paragraph)]
+        lines = [(None, text) for text in paragraphs[:paragraphs_per_part]]
+        for part in (1, 2):
+            heading = headings[(2 * a + part) % len(headings)]
+            lines.append((heading, heading))
+            lines += [(heading, text) for text in paragraphs[part * paragraphs_per_part:(part + 1) * paragraphs_per_part]]
+        articles.append(B.Article(f"Article {a}", lines))
+    return articles
+
+
+def _bert_setup():
+    s = full_settings("08_bert")
+    articles = _synthetic_articles(s["vocab_size"] + 1_000, s["seed"])
+    pretrain_articles, heldout_articles = B.split_articles(articles, s["holdout_every"])
+    tokenizer = B.WordTokenizer.fit((line for a in pretrain_articles for _, line in a.lines), s["vocab_size"])
+    assert len(tokenizer) == s["vocab_size"]
+    cfg = B.BertConfig(vocab_size=len(tokenizer), max_len=s["seq_len"], d_model=s["d_model"], n_layers=s["n_layers"],
+                       n_heads=s["n_heads"], d_ff=4 * s["d_model"], dropout=s["dropout"])
+    return s, tokenizer, cfg, pretrain_articles, heldout_articles
+
+
+def test_full_08_bert_pretraining_step():
+    s, tokenizer, cfg, pretrain_articles, heldout_articles = _bert_setup()
+    documents = ([line for _, line in a.lines] for a in pretrain_articles)
+    train_corpus = B.PairCorpus.from_documents(tokenizer, documents, max_tokens=s["n_pretrain_tokens"])
+    heldout_corpus = B.PairCorpus.from_documents(tokenizer, ([line for _, line in a.lines] for a in heldout_articles),
+                                                 max_tokens=s["n_heldout_tokens"])
+    torch.manual_seed(s["seed"])
+    model = B.BertForPretraining(cfg)
+
+    batch = train_corpus.sample_pairs(8, s["seq_len"])
+    with torch.no_grad():
+        h, logits, nsp_logits = model(batch["input_ids"], batch["segment_ids"])
+    assert h.shape == (8, s["seq_len"], s["d_model"])
+    assert logits.shape == (8, s["seq_len"], s["vocab_size"]) and nsp_logits.shape == (8, 2)
+
+    full_batch = train_corpus.sample_pairs(s["batch_size"], s["seq_len"])
+    assert full_batch["input_ids"].shape == (s["batch_size"], s["seq_len"])
+    assert (full_batch["input_ids"][:, -1] != B.PAD_ID).float().mean() > 0.25, "few pairs fill seq_len"
+
+    eval_args = call_arguments("08_bert", "make_eval_batches")
+    eval_batches = B.make_eval_batches(heldout_corpus, len(tokenizer), n_batches=1, batch_size=eval_args["batch_size"],
+                                       seq_len=s["seq_len"], mask_fn=B.mask_tokens, mask_prob=s["mask_prob"],
+                                       seed=s["seed"])
+    before = _snapshot(model)
+    history = B.pretrain(model, train_corpus, steps=1, batch_size=s["batch_size"], seq_len=s["seq_len"], lr=s["lr"],
+                         mask_fn=B.mask_tokens, mask_prob=s["mask_prob"], log_every=1,
+                         eval_fn=lambda m: B.evaluate_mlm(m, eval_batches), eval_every=1, progress_bar=False)
+    step = history.steps
+    assert step["step"] == [1] and math.isfinite(step["mlm"][0]) and math.isfinite(step["nsp"][0])
+    assert step["mlm"][0] > 0.5 * math.log(s["vocab_size"]), "an untrained MLM must be near-uniform"
+    heldout = history.epochs
+    assert math.isfinite(heldout["mlm_ppl"][0]) and 0 <= heldout["nsp_acc"][0] <= 1
+    moved = _moved(model, before)
+    assert "encoder.tok.weight" in moved and "decoder.weight" in moved and "nsp.weight" in moved
+
+
+def test_full_08_bert_finetuning_step():
+    s, tokenizer, cfg, _, heldout_articles = _bert_setup()
+    texts, labels, class_names = B.section_dataset(heldout_articles, B.SECTION_CLASSES)
+    x_all = tokenizer.encode_batch(texts, s["seq_len"])
+    train_idx, test_idx = B.few_labels_split(labels, s["n_train_per_class"], s["n_test_per_class"], seed=s["seed"])
+    assert len(train_idx) == s["n_train_per_class"] * len(class_names)
+
+    args = call_arguments("08_bert", "finetune")
+    pretrained = B.BertForPretraining(cfg)
+    torch.manual_seed(s["seed"])
+    clf = B.BertClassifier(cfg, len(class_names), pretrained=pretrained,
+                           pool=call_arguments("08_bert", "BertClassifier")["pool"])
+    one_batch = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(0))][:args["batch_size"]]
+    before = _snapshot(clf)
+    losses = B.finetune(clf, x_all[one_batch], labels[one_batch], epochs=1, batch_size=args["batch_size"],
+                        lr=s["finetune_lrs"][0], seed=s["seed"])
+    assert len(losses) == 1 and math.isfinite(losses[0])
+    assert {"encoder.tok.weight", "head.weight"} <= set(_moved(clf, before))
+    assert B.predict(clf, x_all[test_idx[:8]]).shape == (8,)
+    features = B.sentence_features(pretrained.encoder, x_all[:8])
+    assert features.shape == (8, s["d_model"]) and torch.isfinite(features).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Lab 9: word translation, then unsupervised (and supervised) translation
+# ----------------------------------------------------------------------------------------------
+
+def test_full_09_word_vectors_and_adversarial_alignment():
+    s = full_settings("09_unsupervised_translation")
+    w2v_args, adv = s["w2v"], s["adv"]
+    wv = {}
+    for i, lang in enumerate(("en", s["lang"])):
+        vocab = _zipf_vocabulary(2_500, 180_000, w2v_args["min_count"])  # about a Multi30k half's words
+        g = torch.Generator().manual_seed(s["seed"] + i)
+        ids = torch.multinomial(vocab.counts.double(), 20_000, replacement=True, generator=g)
+        tokens = [vocab.words[j] for j in ids.tolist()]
+        # the lab passes no device: word2vec runs on the CPU here in every profile
+        wv[lang] = w2v.train_word2vec(tokens, seed=s["seed"] + i, progress=False, **{**w2v_args, "epochs": 1})
+        assert wv[lang].vectors.shape[1] == w2v_args["dim"] and torch.isfinite(wv[lang].vectors).all()
+    X, Y = T.normalize_embeddings(wv["en"].vectors), T.normalize_embeddings(wv[s["lang"]].vectors)
+
+    W_adv, log = T.adversarial_alignment(X, Y, seed=s["seed"], progress=False, **{**adv, "steps": 2})
+    assert W_adv.shape == (w2v_args["dim"], w2v_args["dim"])
+    assert not torch.equal(W_adv, torch.eye(w2v_args["dim"])), "the map W did not move from the identity"
+    assert log["step"] == [2] and math.isfinite(log["criterion"][0]) and 0 <= log["dis_accuracy"][0] <= 1
+    refine = call_arguments("09_unsupervised_translation", "procrustes_refinement")
+    W_ref, ref_log = T.procrustes_refinement(X, Y, W_adv, **{**refine, "iterations": 1})
+    assert T.is_orthogonal(W_ref) and all(math.isfinite(c) for c in ref_log["criterion"])
+
+
+def _translation_setup():
+    """The full model size and a synthetic two-language world: ``MTVocab`` with a few thousand words per
+    language, monolingual sentences of random words, and a word-by-word dictionary (word i <-> word i)."""
+    s = full_settings("09_unsupervised_translation")
+    langs = ("en", s["lang"])
+    words = {"en": [f"e{i}" for i in range(3_000)], s["lang"]: [f"x{i}" for i in range(4_000)]}
+    g = torch.Generator().manual_seed(s["seed"])
+
+    def sentences(lang, n):
+        lo, hi = SENTENCE_LENGTHS
+        return [[words[lang][j] for j in torch.randint(len(words[lang]), (int(length),), generator=g).tolist()]
+                for length in torch.randint(lo, hi + 1, (n,), generator=g)]
+
+    tokenised = {lang: sentences(lang, 2 * s["batch_size"]) for lang in langs}
+    vocab = T.MTVocab.build({lang: tokenised[lang] + [words[lang]] for lang in langs}, min_count=1)
+    mono = {lang: [vocab.encode(t, lang) for t in tokenised[lang]] for lang in langs}
+    pairs = list(zip(words["en"], words[s["lang"]]))
+    wbw = T.WordByWord(vocab, {("en", s["lang"]): dict(pairs), (s["lang"], "en"): {b: a for a, b in pairs}})
+    torch.manual_seed(s["seed"])
+    model = T.Seq2Seq(vocab, **s["model_size"])
+    assert T.init_embeddings_from_dictionary(model, wbw, "en", s["lang"]) == len(words["en"])
+    return s, vocab, mono, tokenised, wbw, model
+
+
+def test_full_09_unsupervised_translation_step():
+    s, vocab, mono, tokenised, wbw, model = _translation_setup()
+    lang = s["lang"]
+    assert model.d_model == s["model_size"]["d_model"] and len(model.encoder.layers) == s["model_size"]["layers"]
+    val_en = [" ".join(t) for t in tokenised["en"][:4]]
+
+    def evaluate(m):  # the lab's model selection without parallel data, on a few sentences
+        return {"round_trip_bleu": T.round_trip_bleu(m, val_en, "en", lang)}
+
+    before = _snapshot(model)
+    warmup = call_arguments("09_unsupervised_translation", "train_unmt")["warmup"]
+    log = T.train_unmt(model, mono, wbw, iterations=1, steps=1, batch_size=s["batch_size"], lr=s["lr"],
+                       warmup=warmup, p_drop=s["p_drop"], k=s["k_shuffle"], evaluate=evaluate,
+                       select="round_trip_bleu", seed=s["seed"], progress=False)
+    terms = ["auto_en", f"auto_{lang}", f"bt_en_{lang}", f"bt_{lang}_en"]
+    assert all(math.isfinite(log[t][0]) for t in terms), {t: log.get(t) for t in terms}
+    assert log["best_round"] == 1 and 0 <= log["round_trip_bleu"][0] <= 100
+    assert {"embed.weight", "encoder.layers.0.self_attn.in_proj_weight"} <= set(_moved(model, before))
+    out = T.translate_ids(model, mono["en"][:4], lang)                    # greedy decoding at full width
+    lo, hi = vocab.lang_range(lang)
+    assert len(out) == 4 and all(lo <= i < hi for sentence in out for i in sentence)
+
+
+def test_full_09_supervised_translation_step():
+    s, vocab, mono, tokenised, wbw, model = _translation_setup()
+    lang = s["lang"]
+    parallel = {"en": mono["en"], lang: [vocab.encode([w.replace("e", "x") for w in t], lang) for t in tokenised["en"]]}
+    before = _snapshot(model)
+    warmup = call_arguments("09_unsupervised_translation", "train_supervised")["warmup"]
+    log = T.train_supervised(model, parallel, steps=1, batch_size=2 * s["batch_size"], lr=s["lr"], warmup=warmup,
+                             seed=s["seed"], progress=False)
+    assert math.isfinite(log[f"sup_en_{lang}"][0]) and math.isfinite(log[f"sup_{lang}_en"][0])
+    assert {"embed.weight", "decoder.layers.0.multihead_attn.in_proj_weight"} <= set(_moved(model, before))
