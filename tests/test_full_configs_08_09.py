@@ -123,7 +123,7 @@ def test_full_08_word2vec_trains_with_the_full_batch_and_vocabulary():
     measured = json.loads((ROOT / "results" / "08_word2vec-cpu.json").read_text())["metrics"]
     vocab = _zipf_vocabulary(measured["vocab_size"], measured["corpus_words"], s["min_count"])
     g = torch.Generator().manual_seed(s["seed"])
-    ids = torch.multinomial(vocab.counts.double(), 40_000, replacement=True, generator=g)  # a short Zipf text
+    ids = torch.multinomial(vocab.counts.double(), 20_000, replacement=True, generator=g)  # a short Zipf text
     wv = w2v.train_word2vec(ids, vocab=vocab, dim=s["dim"], window=s["window"], negatives=s["negatives"],
                             sample=s["sample"], lr=s["lr"], epochs=1, batch_size=s["batch_size"], device="cpu",
                             seed=s["seed"], progress=False)
@@ -291,23 +291,23 @@ def test_full_09_unsupervised_translation_step():
     s, vocab, mono, tokenised, wbw, model = _translation_setup()
     lang = s["lang"]
     assert model.d_model == s["model_size"]["d_model"] and len(model.encoder.layers) == s["model_size"]["layers"]
-    val_en = [" ".join(t) for t in tokenised["en"][:4]]
+    translations = []
 
-    def evaluate(m):  # the lab's model selection without parallel data, on a few sentences
-        return {"round_trip_bleu": T.round_trip_bleu(m, val_en, "en", lang)}
+    def evaluate(m):  # stands in for the lab's BLEU scores: greedy decoding at full width, a number to select by
+        translations[:] = T.translate_ids(m, mono["en"][:4], lang)
+        return {"score": -float(sum(map(len, translations)))}
 
     before = _snapshot(model)
     warmup = call_arguments("09_unsupervised_translation", "train_unmt")["warmup"]
     log = T.train_unmt(model, mono, wbw, iterations=1, steps=1, batch_size=s["batch_size"], lr=s["lr"],
                        warmup=warmup, p_drop=s["p_drop"], k=s["k_shuffle"], evaluate=evaluate,
-                       select="round_trip_bleu", seed=s["seed"], progress=False)
+                       select="score", seed=s["seed"], progress=False)
     terms = ["auto_en", f"auto_{lang}", f"bt_en_{lang}", f"bt_{lang}_en"]
     assert all(math.isfinite(log[t][0]) for t in terms), {t: log.get(t) for t in terms}
-    assert log["best_round"] == 1 and 0 <= log["round_trip_bleu"][0] <= 100
+    assert log["best_round"] == 1
     assert {"embed.weight", "encoder.layers.0.self_attn.in_proj_weight"} <= set(_moved(model, before))
-    out = T.translate_ids(model, mono["en"][:4], lang)                    # greedy decoding at full width
     lo, hi = vocab.lang_range(lang)
-    assert len(out) == 4 and all(lo <= i < hi for sentence in out for i in sentence)
+    assert len(translations) == 4 and all(lo <= i < hi for sentence in translations for i in sentence)
 
 
 def test_full_09_supervised_translation_step():
