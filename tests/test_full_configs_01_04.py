@@ -7,7 +7,9 @@ builds the models the lab trains with the same ``unsuplab`` calls the lab makes,
 optimisation steps at full width and full batch shape. Random images of MNIST's shape and range stand
 in for the 60,000 real ones (a batch of the real shape is enough); the natural-image patches are the
 real ones (scikit-image ships the photographs). What is cut is the number of repetitions only: epochs,
-FISTA steps and AIS temperatures change how long a run takes, not the shape of any tensor.
+FISTA steps and AIS temperatures change how long a run takes, not the shape of any tensor. The networks
+that ``ul.train.fit`` trains also step under the autocast a GPU gets (bfloat16 on an A100 or H100,
+float16 with a gradient scaler on a T4), so that a dtype mismatch shows up here too.
 """
 
 import ast
@@ -32,6 +34,7 @@ from unsuplab.models.rbm import (DBN, RBM, ais_log_z, average_log_prob, base_rat
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 CODE_STEPS = 2    # FISTA steps per batch while learning a dictionary (the labs use 100: a count, not a shape)
 AIS_BETAS = 10    # AIS intermediate distributions (the lab uses 14,500: a count, not a shape)
+FP16_STEPS = 8    # steps under float16, enough for the GradScaler to find a scale whose gradients are finite
 
 
 def full(lab: str) -> dict:
@@ -77,8 +80,14 @@ def assert_stepped(model: torch.nn.Module, before: dict[str, torch.Tensor], hist
 
 
 @pytest.fixture(autouse=True)
-def seeded():
+def one_thread_seeded():
+    """Seeded, on one CPU thread: these steps are many small operations, and when the cores are shared two
+    threads wait on each other (the K-means seeding took 3 s on one thread and 18 s on two under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,7 +97,7 @@ def seeded():
 def test_full_01_baselines_pca_and_kmeans_features():
     s = full("01_baselines")
     n_centroids = s["n_centroids"]
-    x_flat = mnist_like(n_centroids + n_centroids // 2).reshape(-1, 784)          # (N, 784), N > K
+    x_flat = mnist_like(n_centroids + n_centroids // 10).reshape(-1, 784)         # (N, 784), N > K
 
     pca = PCA().fit(x_flat)                       # all 784 components: the lab's variance curve
     assert pca.components_.shape == (784, 784) and pca.components_.dtype == torch.float32
@@ -204,27 +213,37 @@ def test_full_03_dbn_pretrain_and_finetune():
     assert dbn.sample(4, n_gibbs=2).shape == (4, sizes[0])
 
     # fine-tuning, as the lab's finetune(): SGD with momentum, a linear decay, one step of a full batch
-    def classification_loss(net, batch):
-        xb, yb = batch
-        return F.cross_entropy(net(xb), yb)          # (B, 784) -> (B, 10)
-
-    epochs = s["finetune_epochs"]
     for net in (dbn.to_classifier(10), sigmoid_mlp(sizes, 10)):
         assert net(x).shape == (B, 10)
-        optimizer = torch.optim.SGD(net.parameters(), lr=s["lr_finetune"], momentum=0.9)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1 - epoch / epochs)
-        loader = tensor_batches(x[:s["finetune_batch"]], y[:s["finetune_batch"]], batch_size=s["finetune_batch"])
-        before = snapshot(net)
-        history = ul.train.fit(net, classification_loss, loader, epochs=1, optimizer=optimizer, scheduler=schedule,
-                               progress_bar=False,
-                               eval_fn=lambda net: {"test_error": classification_error(net, x, y)})
-        assert_stepped(net, before, history, 1, f"fine-tuning {type(net).__name__}")
-        assert 0.0 <= history.last("test_error") <= 1.0
+        finetune_one_step(net, x, y, s)
+
+
+def classification_loss(net, batch):
+    xb, yb = batch
+    return F.cross_entropy(net(xb), yb)          # (B, 784) -> (B, 10)
+
+
+def finetune_one_step(net, x, y, s):
+    """One step of the lab's finetune(): SGD with momentum, the rate falling linearly over its epochs."""
+    epochs = s["finetune_epochs"]
+    optimizer = torch.optim.SGD(net.parameters(), lr=s["lr_finetune"], momentum=0.9)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1 - epoch / epochs)
+    loader = tensor_batches(x[:s["finetune_batch"]], y[:s["finetune_batch"]], batch_size=s["finetune_batch"])
+    before = snapshot(net)
+    history = ul.train.fit(net, classification_loss, loader, epochs=1, optimizer=optimizer, scheduler=schedule,
+                           progress_bar=False, eval_fn=lambda net: {"test_error": classification_error(net, x, y)})
+    assert_stepped(net, before, history, 1, f"fine-tuning {type(net).__name__}")
+    assert 0.0 <= history.last("test_error") <= 1.0
 
 
 # ----------------------------------------------------------------------------------------------
 # Lab 4: deep, linear, sparse, denoising, convolutional and stacked autoencoders
 # ----------------------------------------------------------------------------------------------
+
+def bce_loss(model, xb):
+    """The lab's loss for its first deep autoencoder: eq. 4.3 from the logits, mean over the batch."""
+    return binary_cross_entropy(model.decode_logits(model.encode(xb)), xb).mean()    # (B, 784) logits
+
 
 def test_full_04_deep_autoencoders():
     s = full("04_autoencoders")
@@ -234,10 +253,6 @@ def test_full_04_deep_autoencoders():
     # the deep autoencoder trained with cross-entropy, through ul.train.fit as the lab does
     ae_bce = Autoencoder(784, hidden, code_dim=s["k_main"])
     assert ae_bce.sizes == [784, *hidden, s["k_main"]]
-
-    def bce_loss(model, xb):
-        return binary_cross_entropy(model.decode_logits(model.encode(xb)), xb).mean()    # (B, 784) logits
-
     before = snapshot(ae_bce)
     history = ul.train.fit(ae_bce, bce_loss, TensorBatches(x, B), epochs=1, lr=lr, progress_bar=False)
     assert_stepped(ae_bce, before, history, 1, "deep autoencoder (cross-entropy)")
@@ -309,3 +324,53 @@ def test_full_04_convolutional_autoencoder():
     history = train_autoencoder(conv, x, epochs=1, batch_size=B, lr=s["lr"], loss="bce", progress_bar=False)
     assert_stepped(conv, before, history, 1, "convolutional autoencoder")
     assert conv(x).shape == x.shape
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixed precision: the dtypes ul.train.fit gives these networks on a GPU
+# ----------------------------------------------------------------------------------------------
+
+@pytest.fixture(params=[torch.bfloat16, torch.float16], ids=["bf16 (A100, H100)", "fp16 with a scaler (T4)"])
+def gpu_precision(request, monkeypatch):
+    """fit() autocasts as it would on a CUDA card (bfloat16 at compute capability >= 8.0, float16 with a
+    GradScaler below), here on the CPU: a dtype mismatch in a model or a loss shows up without a GPU.
+    (CPU autocast lowers fewer operations than CUDA's; the matrix products and convolutions are lowered.)"""
+    monkeypatch.setattr(ul.train, "amp_dtype", lambda device: request.param)
+    return request.param
+
+
+def test_full_03_finetune_mixed_precision(gpu_precision):
+    s = full("03_rbm_dbn")
+    B = s["finetune_batch"]
+    x, y = mnist_like(B).reshape(B, -1), torch.randint(0, 10, (B,))
+    finetune_one_step(DBN(s["dbn_sizes"]).to_classifier(10), x, y, s)
+
+
+def test_full_04_autoencoders_mixed_precision(gpu_precision):
+    s = full("04_autoencoders")
+    B, lr, k = s["batch_size"], s["lr"], s["k_main"]
+    # float16: the GradScaler starts at a scale of 2^16 and skips every step whose scaled gradients
+    # overflow, halving the scale; with losses summed over 784 pixels the linear and convolutional
+    # autoencoders lose their first 5 steps so (by design, and harmless over a lab's thousands of steps)
+    n_steps = 1 if gpu_precision is torch.bfloat16 else FP16_STEPS
+    x = mnist_like(B * n_steps)
+    kl_weight, rho = s["kl_weight"], s["rho"]
+
+    ae_bce = Autoencoder(784, s["hidden"], code_dim=k)
+    before = snapshot(ae_bce)
+    history = ul.train.fit(ae_bce, bce_loss, TensorBatches(x, B), epochs=1, lr=lr, progress_bar=False)
+    assert_stepped(ae_bce, before, history, n_steps, f"deep autoencoder (cross-entropy) under {gpu_precision}")
+
+    runs = {   # the squared error under autocast: the linear one (the deep one differs only in its loss)
+        "linear": (Autoencoder(784, (), notebook_literal("04_autoencoders", "k_linear"), activation=None,
+                               output="linear"), dict(loss="se")),
+        "sparse (KL)": (Autoencoder(784, (), s["shallow_units"], code_activation="sigmoid"),
+                        dict(loss="bce", sparsity=lambda h: kl_weight * kl_sparsity_penalty(h, rho))),
+        "denoising (mask)": (Autoencoder(784, (), s["shallow_units"], code_activation="sigmoid"),
+                             dict(loss="bce", corruption=lambda xb: mask_noise(xb, s["mask_levels"][-1]))),
+        "convolutional": (ConvAutoencoder(k, s["conv_channels"]), dict(loss="bce")),
+    }
+    for name, (model, kwargs) in runs.items():
+        before = snapshot(model)
+        history = train_autoencoder(model, x, epochs=1, batch_size=B, lr=lr, progress_bar=False, **kwargs)
+        assert_stepped(model, before, history, n_steps, f"{name} autoencoder under {gpu_precision}")
