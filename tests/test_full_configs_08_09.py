@@ -12,6 +12,8 @@ shape; what the data say is for the labs. Two things are smaller than in a real 
 within its minute: the passes over the corpus (one step, or one pass of a small corpus, instead of
 ``epochs``) and, in lab 9, the sentence length (``SENTENCE_LENGTHS`` words, where Multi30k's average
 about 13; the batch holds the lab's ``batch_size`` sentences and the Transformer its full width).
+On the CPU ``train.autocast`` changes nothing, so these steps run in float32: the bfloat16 and float16
+paths a GPU takes are chosen by ``train.amp_dtype`` (tests/test_precision.py), not exercised here.
 """
 
 import ast
@@ -161,7 +163,8 @@ def _synthetic_articles(n_words: int, seed: int) -> list[B.Article]:
         for part in (1, 2):
             heading = headings[(2 * a + part) % len(headings)]
             lines.append((heading, heading))
-            lines += [(heading, text) for text in paragraphs[part * paragraphs_per_part:(part + 1) * paragraphs_per_part]]
+            section = paragraphs[part * paragraphs_per_part:(part + 1) * paragraphs_per_part]
+            lines += [(heading, text) for text in section]
         articles.append(B.Article(f"Article {a}", lines))
     return articles
 
@@ -225,7 +228,8 @@ def test_full_08_bert_finetuning_step():
     torch.manual_seed(s["seed"])
     clf = B.BertClassifier(cfg, len(class_names), pretrained=pretrained,
                            pool=call_arguments("08_bert", "BertClassifier")["pool"])
-    one_batch = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(0))][:args["batch_size"]]
+    shuffled = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(s["seed"]))]
+    one_batch = shuffled[:args["batch_size"]]                                   # one step of the lab's batch
     before = _snapshot(clf)
     losses = B.finetune(clf, x_all[one_batch], labels[one_batch], epochs=1, batch_size=args["batch_size"],
                         lr=s["finetune_lrs"][0], seed=s["seed"])
