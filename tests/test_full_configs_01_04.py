@@ -12,11 +12,9 @@ that ``ul.train.fit`` trains also step under the autocast a GPU gets (bfloat16 o
 float16 with a gradient scaler on a T4), so that a dtype mismatch shows up here too.
 """
 
-import ast
 import math
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
@@ -44,19 +42,11 @@ def full(lab: str) -> dict:
 
 def notebook_literal(lab: str, name: str):
     """The literal a code cell of the solution assigns to ``name`` (``k_linear = 16``), the same in every
-    profile, so it is neither in the parameters cell nor an rt.pick."""
-    for cell in nbformat.read(SOLUTIONS / f"{lab}.ipynb", as_version=4).cells:
-        if cell.cell_type != "code" or cell.source.lstrip().startswith(("%", "!")):
-            continue
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue
-        for node in tree.body:
-            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
-                    and node.targets[0].id == name):
-                return ast.literal_eval(node.value)
-    raise LookupError(f"solutions/{lab}.ipynb assigns no literal to {name!r}: has the lab changed?")
+    profile: ``profile_settings`` reads it too, when the lab gives it one value only."""
+    settings = full(lab)
+    if name not in settings:
+        raise LookupError(f"solutions/{lab}.ipynb assigns no single literal to {name!r}: has the lab changed?")
+    return settings[name]
 
 
 def mnist_like(n: int, seed: int = 0) -> torch.Tensor:

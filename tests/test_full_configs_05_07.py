@@ -1,9 +1,8 @@
 """Every ``full`` configuration of labs 5, 6 and 7 builds and takes a step on the CPU (issue 17).
 
 The course rule: no GPU user may be the first to meet a shape or dtype bug of a ``full`` run. Each test
-reads the lab's ``full`` settings from its solution notebook (``labs.profile_settings``, and for the few
-written elsewhere, a literal assigned in the setup cell or an argument inside a call, ``full_settings`` and
-``call_argument`` below; never a copy of the numbers), builds the models the lab trains with those settings, and runs one (or two)
+reads the lab's ``full`` settings from its solution notebook (``labs.profile_settings``, and for an
+argument written inside a call, ``labs.call_settings``; never a copy of the numbers), builds the models the lab trains with those settings, and runs one (or two)
 optimisation steps through the function the lab trains with, on a batch of the real shape. The data
 are synthetic where the real set is large (random grey levels of MNIST's shape, random CIFAR-10-shaped
 images): a batch of the right shape and range is what a shape or dtype bug needs.
@@ -13,17 +12,15 @@ lab's 128 images x 4 rotations = 512) runs at the full batch, the others at ``RE
 that the file stays within its minute. Their width, depth, heads, losses and memory bank are the full ones.
 """
 
-import ast
 import math
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 import torch.nn.functional as F
 
 import unsuplab as ul
-from unsuplab.labs import profile_settings
+from unsuplab.labs import call_settings, profile_settings
 from unsuplab.models import gan, ssl, vae
 from unsuplab.models.mnist_classifier import MNISTClassifier, classify, train_classifier
 
@@ -32,54 +29,18 @@ SOLUTIONS = ROOT / "solutions"
 REDUCED_BATCH = 16  # lab 7's pretext tasks other than RotNet: images per step (the lab's full batch is 512)
 
 
-def _code_trees(lab: str):
-    for cell in nbformat.read(SOLUTIONS / f"{lab}.ipynb", as_version=4).cells:
-        if cell.cell_type == "code":
-            try:
-                yield ast.parse(cell.source)
-            except SyntaxError:
-                continue  # IPython magics
-
-
-def _full_value(node: ast.expr):
-    """A literal, or the ``full=`` literal of ``rt.pick(...)``; ``None`` for anything else."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "pick":
-        node = next((k.value for k in node.keywords if k.arg == "full"), None)
-    try:
-        return ast.literal_eval(node) if node is not None else None
-    except (ValueError, TypeError, SyntaxError):
-        return None
-
-
 def call_argument(lab: str, callee: str, keyword: str, first_arg: str | None = None):
-    """The ``full`` value of ``keyword=`` in the solution's calls of ``callee`` (optionally only those whose
-    first argument is the name ``first_arg``): a literal, or ``rt.pick(..., full=...)``. These are the
-    settings written inside a call, which ``profile_settings`` (assignments only) does not read."""
-    found = set()
-    for tree in _code_trees(lab):
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
-                continue
-            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
-            if name != callee or (first_arg is not None and not (
-                    node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == first_arg)):
-                continue
-            found |= {_full_value(k.value) for k in node.keywords if k.arg == keyword} - {None}
-    assert len(found) == 1, f"expected one value of {callee}({keyword}=...) in {lab}, found {found or 'none'}"
-    return found.pop()
+    """The ``full`` value of ``keyword=`` in the solution's calls of ``callee`` (see ``call_settings``)."""
+    values = call_settings(SOLUTIONS / f"{lab}.ipynb", "full", callee, first_arg=first_arg)
+    assert keyword in values, f"expected one value of {callee}({keyword}=...) in {lab}, found {values}"
+    return values[keyword]
 
 
-def full_settings(lab: str, *plain: str) -> dict:
-    """``profile_settings(solution, "full")``, plus the names in ``plain``: literals assigned once at the
-    top level of a code cell that is not the parameters cell (e.g. lab 5's ``batch_size = 128``, the
-    same in every profile), which ``profile_settings`` does not read."""
+def full_settings(lab: str, *required: str) -> dict:
+    """``profile_settings(solution, "full")``, checking that the names in ``required`` are there."""
     settings = profile_settings(SOLUTIONS / f"{lab}.ipynb", "full")
-    for name in plain:
-        values = {repr(_full_value(node.value)) for tree in _code_trees(lab) for node in tree.body
-                  if isinstance(node, ast.Assign) and len(node.targets) == 1
-                  and isinstance(node.targets[0], ast.Name) and node.targets[0].id == name}
-        assert len(values) == 1 and values != {"None"}, f"expected one literal {name} = ... in {lab}, got {values}"
-        settings[name] = ast.literal_eval(values.pop())
+    missing = [name for name in required if name not in settings]
+    assert not missing, f"{lab}: no single literal value for {missing}: has the lab changed?"
     return settings
 
 

@@ -16,15 +16,13 @@ On the CPU ``train.autocast`` changes nothing, so these steps run in float32: th
 paths a GPU takes are chosen by ``train.amp_dtype`` (tests/test_precision.py), not exercised here.
 """
 
-import ast
 import json
 import math
 from pathlib import Path
 
-import nbformat
 import torch
 
-from unsuplab.labs import profile_settings
+from unsuplab.labs import call_settings, profile_settings
 from unsuplab.models import bert as B
 from unsuplab.models import translation as T
 from unsuplab.models import word2vec as w2v
@@ -38,64 +36,17 @@ SENTENCE_LENGTHS = (3, 8)  # lab 9: words per synthetic sentence, at least and a
 # Reading a lab's full settings
 # ----------------------------------------------------------------------------------------------
 
-def _code_trees(lab: str):
-    for cell in nbformat.read(SOLUTIONS / f"{lab}.ipynb", as_version=4).cells:
-        if cell.cell_type == "code":
-            try:
-                yield ast.parse(cell.source)
-            except SyntaxError:
-                continue  # IPython magics
-
-
-def _full(node: ast.expr):
-    """The value of ``node`` in the full profile: a literal, ``rt.pick(..., full=...)`` or ``dict(k=...)``
-    of those (nested as the labs write them). Raises ValueError for anything else."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "pick":
-        chosen = [k.value for k in node.keywords if k.arg == "full"]
-        if not chosen:
-            raise ValueError("rt.pick without full=")
-        return _full(chosen[0])
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
-        return {k.arg: _full(k.value) for k in node.keywords}
-    return ast.literal_eval(node)
-
-
 def full_settings(lab: str) -> dict:
-    """``profile_settings(solution, "full")``, plus the top-level assignments it does not read: literals
-    outside the parameters cell (``finetune_lrs = (1e-3, 3e-3)``) and dicts of ``rt.pick`` literals
-    (``w2v = dict(dim=rt.pick(...))``, ``model_size = rt.pick(full=dict(...))``)."""
-    settings = profile_settings(SOLUTIONS / f"{lab}.ipynb", "full")
-    extra: dict[str, set] = {}
-    for tree in _code_trees(lab):
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                try:
-                    extra.setdefault(node.targets[0].id, set()).add(repr(_full(node.value)))
-                except (ValueError, TypeError, SyntaxError):
-                    continue
-    for name, values in extra.items():
-        if name not in settings and len(values) == 1:
-            settings[name] = ast.literal_eval(values.pop())
-    return settings
+    """``profile_settings(solution, "full")``: the parameters, the rt.pick(full=...) values (also in
+    ``dict(...)``) and the other single literal assignments of the solution."""
+    return profile_settings(SOLUTIONS / f"{lab}.ipynb", "full")
 
 
 def call_arguments(lab: str, callee: str) -> dict:
-    """The full-profile keyword arguments that the solution writes as literals (or ``rt.pick``) in its
-    calls of ``callee`` (a function or method name); a keyword given different values is left out."""
-    found: dict[str, set] = {}
-    for tree in _code_trees(lab):
-        for node in ast.walk(tree):
-            name = (node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
-                    ) if isinstance(node, ast.Call) else None
-            if name != callee:
-                continue
-            for k in node.keywords:
-                try:
-                    found.setdefault(k.arg, set()).add(repr(_full(k.value)))
-                except (ValueError, TypeError, SyntaxError):
-                    continue
+    """The full-profile keyword arguments the solution writes in its calls of ``callee``."""
+    found = call_settings(SOLUTIONS / f"{lab}.ipynb", "full", callee)
     assert found, f"{lab} never calls {callee}(...) with a literal keyword argument"
-    return {k: ast.literal_eval(next(iter(v))) for k, v in found.items() if len(v) == 1}
+    return found
 
 
 def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:

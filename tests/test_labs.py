@@ -329,13 +329,25 @@ def test_profile_settings_reads_the_picks_and_parameters_of_a_solution(tmp_path)
                                   "n = rt.pick(smoke=10, cpu=100, full=1000)\n"
                                   "arch, width = rt.pick(smoke=('conv', 8), cpu=('conv', 16), full=('resnet18', 0))\n"
                                   "lr = rt.pick(smoke=1e-3, cpu=2e-3, full=float(n))  # not a literal: skipped\n"
-                                  "not_a_pick = 5"),
+                                  "batch = 128\n"
+                                  "size = dict(d=rt.pick(smoke=2, cpu=4, full=8), heads=2)\n"
+                                  "i = 0\n"
+                                  "model = Net(width=rt.pick(smoke=1, cpu=2, full=3), act='relu')\n"
+                                  "other = Net(width=3, act='tanh')\n"
+                                  "train(vq, lr=0.5)\n"
+                                  "train(model, lr=0.1)"),
+        nbformat.v4.new_code_cell("i = 1  # given two values: not a setting"),
         nbformat.v4.new_code_cell("%matplotlib inline"),
     ]
     path = tmp_path / "01_x.ipynb"
     nbformat.write(nb, path)
     full = labs.profile_settings(path, "full")
-    assert full == {"profile": "full", "seed": 3, "name": "x", "n": 1000, "arch": "resnet18", "width": 0}
+    assert full == {"profile": "full", "seed": 3, "name": "x", "n": 1000, "arch": "resnet18", "width": 0,
+                    "batch": 128, "size": {"d": 8, "heads": 2}}
+    assert labs.call_settings(path, "full", "Net") == {"width": 3}  # act differs between the calls: left out
+    assert labs.call_settings(path, "smoke", "Net") == {}  # under smoke the two widths differ (1 and 3)
+    assert labs.call_settings(path, "full", "train", first_arg="vq") == {"lr": 0.5}
+    assert labs.call_settings(path, "full", "train") == {}  # two learning rates: neither is the setting
     assert labs.profile_settings(path, "smoke")["lr"] == 1e-3
     with pytest.raises(ValueError, match="profile must be"):
         labs.profile_settings(path, "auto")

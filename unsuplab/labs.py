@@ -301,19 +301,47 @@ def build(root: str | Path = ".") -> list[Path]:
     return written
 
 
+def _profile_value(node: ast.expr, profile: str) -> Any:
+    """The value of ``node`` under ``profile``: a literal, ``rt.pick(..., <profile>=...)``, or
+    ``dict(key=...)`` of those, nested as the labs write them. A ValueError for anything else."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "pick":
+        chosen = [k.value for k in node.keywords if k.arg == profile]
+        if not chosen:
+            raise ValueError(f"rt.pick without {profile}=")
+        return _profile_value(chosen[0], profile)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {k.arg: _profile_value(k.value, profile) for k in node.keywords}
+    return ast.literal_eval(node)
+
+
+def _code_cells(solution: str | Path) -> list[tuple[bool, ast.Module]]:
+    """(is the parameters cell, parsed code) for each code cell of a notebook; IPython magics are skipped."""
+    cells = []
+    for cell in nbformat.read(Path(solution), as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            cells.append((PARAMETERS_TAG in _tags(cell), ast.parse(cell.source)))
+        except SyntaxError:
+            continue
+    return cells
+
+
 def profile_settings(solution: str | Path, profile: str) -> dict[str, Any]:
     """The settings a solution notebook uses under ``profile``, read from its code without running it.
 
-    Every literal in the ``parameters`` cell, and every assignment ``name = rt.pick(smoke=..., cpu=...,
-    full=...)`` in any code cell (also ``a, b = rt.pick(...)`` with tuple values), evaluated for
-    ``profile``. Values that are not literals are skipped. The test that builds and steps each lab's
-    ``full`` configuration on the CPU reads its sizes from here, so it checks the numbers the lab uses,
-    not a copy of them.
+    In order of precedence: every literal of the ``parameters`` cell and every top-level assignment
+    ``name = rt.pick(smoke=..., cpu=..., full=...)`` (also ``a, b = rt.pick(...)`` with tuple values,
+    and ``dict(key=rt.pick(...))``), evaluated for ``profile``; then any other top-level literal
+    assignment in a code cell (``batch_size = 128``, the same in every profile) whose name is given
+    one value only. Anything that is not a literal is skipped. The tests that build and step each
+    lab's ``full`` configuration on the CPU read its sizes from here (and :func:`call_settings`), so
+    they check the numbers the lab uses, not a copy of them.
     """
     if profile not in ("smoke", "cpu", "full"):
         raise ValueError(f"profile must be smoke, cpu or full, got {profile!r}")
-    nb = nbformat.read(Path(solution), as_version=4)
     settings: dict[str, Any] = {}
+    plain: dict[str, set[str]] = {}
 
     def assign(target: ast.expr, value: Any) -> None:
         if isinstance(target, ast.Name):
@@ -322,32 +350,47 @@ def profile_settings(solution: str | Path, profile: str) -> dict[str, Any]:
             for item, item_value in zip(target.elts, value):
                 assign(item, item_value)
 
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        try:
-            tree = ast.parse(cell.source)
-        except SyntaxError:
-            continue  # IPython magics; the parameters and setup cells are plain Python
-        is_parameters = PARAMETERS_TAG in _tags(cell)
+    for is_parameters, tree in _code_cells(solution):
         for node in tree.body:
             if not isinstance(node, ast.Assign) or len(node.targets) != 1:
                 continue
-            value_node = node.value
-            if (isinstance(value_node, ast.Call) and isinstance(value_node.func, ast.Attribute)
-                    and value_node.func.attr == "pick"):
-                chosen = [k.value for k in value_node.keywords if k.arg == profile]
-                if not chosen:
-                    continue
-                value_node = chosen[0]
-            elif not is_parameters:
-                continue
             try:
-                assign(node.targets[0], ast.literal_eval(value_node))
+                value = _profile_value(node.value, profile)
             except (ValueError, SyntaxError, TypeError):
                 continue
+            picked = any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "pick"
+                         for n in ast.walk(node.value))
+            if is_parameters or picked:
+                assign(node.targets[0], value)
+            elif isinstance(node.targets[0], ast.Name):
+                plain.setdefault(node.targets[0].id, set()).add(repr(value))
+    for name, values in plain.items():
+        if name not in settings and len(values) == 1:
+            settings[name] = ast.literal_eval(values.pop())
     settings["profile"] = profile
     return settings
+
+
+def call_settings(solution: str | Path, profile: str, callee: str, first_arg: str | None = None) -> dict[str, Any]:
+    """The keyword arguments a solution writes as literals (or ``rt.pick``) in its calls of ``callee``
+    (a function or method name), evaluated for ``profile``: the settings written inside a call, such as
+    ``SimCLR(trunk, hidden=rt.pick(..., full=2048))``. With ``first_arg``, only calls whose first
+    argument is that name. A keyword given different values in different calls is left out."""
+    found: dict[str, set[str]] = {}
+    for _, tree in _code_cells(solution):
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if name != callee or (first_arg is not None and not (
+                    node.args and isinstance(node.args[0], ast.Name) and node.args[0].id == first_arg)):
+                continue
+            for keyword in node.keywords:
+                try:
+                    found.setdefault(keyword.arg, set()).add(repr(_profile_value(keyword.value, profile)))
+                except (ValueError, SyntaxError, TypeError):
+                    continue
+    return {k: ast.literal_eval(next(iter(v))) for k, v in found.items() if len(v) == 1 and k is not None}
 
 
 def _parameters_problem(path: Path, nb: nbformat.NotebookNode) -> str | None:
