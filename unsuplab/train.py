@@ -52,7 +52,7 @@ from torch import nn
 
 __all__ = ["fit", "History", "TrainingDiverged", "UnsafeCheckpointError", "check_finite", "save_checkpoint",
            "load_checkpoint", "to_device", "progress", "amp_dtype", "autocast", "grad_scaler", "NoScaler",
-           "eval_mode"]
+           "backward_and_step", "eval_mode"]
 
 PROGRESS_ENV = "UNSUPLAB_PROGRESS"
 
@@ -234,15 +234,41 @@ def grad_scaler(device: torch.device | str, enabled: bool = True):
         return torch.cuda.amp.GradScaler()  # older torch (Colab's may lag behind)
 
 
-def _rng_state() -> dict:
-    """Every random stream, as tensors and plain values only (a checkpoint must hold nothing else)."""
-    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    state = {"python": random.getstate(),  # (version, tuple of 625 ints, None)
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: Any,
+                      parameters: Iterable[torch.Tensor] | None = None,
+                      clip_grad_norm: float | None = None) -> torch.Tensor | None:
+    """One optimisation step through ``scaler`` (from :func:`grad_scaler`): zero the gradients, back-
+    propagate the scaled loss, clip the true (unscaled) gradients of ``parameters`` to
+    ``clip_grad_norm`` if given, then step and update the scaler. Returns the gradient norm before
+    clipping, or ``None`` without clipping. The trainers of the models use it, so that each of them
+    takes the same path through the scaler."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    norm = None
+    if clip_grad_norm is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        norm = nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return norm
+
+
+def _capture_rng() -> tuple:
+    """Every random stream as its libraries return it: cheap enough to take before every step."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    return random.getstate(), np.random.get_state(), torch.get_rng_state(), cuda
+
+
+def _rng_state(captured: tuple | None = None) -> dict:
+    """The streams of ``captured`` (default: now), as tensors and plain values only (a checkpoint must
+    hold nothing else); converted only when a checkpoint is written."""
+    python, (name, keys, pos, has_gauss, cached_gaussian), torch_state, cuda = captured or _capture_rng()
+    state = {"python": python,  # (version, tuple of 625 ints, None)
              "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+             "torch": torch_state}
+    if cuda is not None:
+        state["cuda"] = cuda
     return state
 
 
@@ -459,8 +485,6 @@ def _reconcile_hyperparameters(optimizer: torch.optim.Optimizer, given: list[dic
     if not changes:
         return
     where = (lambda i: f" (group {i})") if len(optimizer.param_groups) > 1 else (lambda i: "")
-    listed = ", ".join(f"{key}={_show(value)}{where(i)} (the checkpoint had {_show(old)})"
-                       for i, key, value, old in changes)
     if scheduled:
         listed = ", ".join(f"{'lr' if key == 'initial_lr' else key}={_show(old)}{where(i)}"
                            f"{' at the start of its schedule' if key == 'initial_lr' else ''} (you gave {_show(value)})"
@@ -471,6 +495,8 @@ def _reconcile_hyperparameters(optimizer: torch.optim.Optimizer, given: list[dic
         return
     for i, key, value, _ in changes:
         optimizer.param_groups[i][key] = value
+    listed = ", ".join(f"{key}={_show(value)}{where(i)} (the checkpoint had {_show(old)})"
+                       for i, key, value, old in changes)
     print(f"  with the optimizer settings given now: {listed}.")
 
 
@@ -586,7 +612,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     sums: dict[str, float] = dict(partial[0])
     count = int(partial[1])
 
-    def save(at_epoch: int, at_batch: int, rng: dict | None = None) -> None:
+    def save(at_epoch: int, at_batch: int, rng: tuple | None = None) -> None:
         nonlocal saved_step
         if checkpoint is None:
             return
@@ -599,7 +625,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                 "(clip_grad_norm=1.0)." + _checkpoint_advice(checkpoint, saved_step))
         save_checkpoint(checkpoint, model=model, optimizer=optimizer, history=history,
                         scheduler=scheduler, scaler=scaler, epoch=at_epoch, batch_in_epoch=at_batch,
-                        step=step, rng=rng or _rng_state(), epoch_sums=(dict(sums), count) if at_batch else None)
+                        step=step, rng=_rng_state(rng), epoch_sums=(dict(sums), count) if at_batch else None)
         saved_step = step
 
     # An interruption inside a step (a Ctrl-C during the forward pass) must save the state as of the
@@ -637,7 +663,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                 resumed_rng = None
                 batches = itertools.chain([] if next_batch is None else [next_batch], batches)
             for batch in batches:
-                unfinished = {"rng": _rng_state(), "buffers": [b.detach().clone() for b in model.buffers()]}
+                unfinished = {"rng": _capture_rng(), "buffers": [b.detach().clone() for b in model.buffers()]}
                 batch = to_device(batch, device, non_blocking=device.type == "cuda")
                 with autocast(device, enabled=use_amp):
                     loss, logged = _split_loss(loss_fn(model, batch))
@@ -673,7 +699,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
                 raise ValueError("data yielded no batches: check the DataLoader (an empty dataset, or "
                                  "drop_last=True with fewer examples than batch_size).")
             epoch_values = {k: v / max(count, 1) for k, v in sums.items()}
-            unfinished = {"rng": _rng_state(), "buffers": []}  # eval_fn may draw random numbers
+            unfinished = {"rng": _capture_rng(), "buffers": []}  # eval_fn may draw random numbers
             if eval_fn is not None:
                 with eval_mode(model), torch.no_grad():
                     evaluated = dict(eval_fn(model))

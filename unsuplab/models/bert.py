@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import History, autocast, check_finite, eval_mode, grad_scaler, progress
+from ..train import History, autocast, backward_and_step, check_finite, eval_mode, grad_scaler, progress
 
 # ----------------------------------------------------------------------------------------------
 # Tokens
@@ -737,12 +737,7 @@ def pretrain(model: BertForPretraining, corpus: PairCorpus, *, steps: int, batch
         batch["input_ids"], batch["labels"] = mask_fn(batch["input_ids"], vocab_size, mask_prob)
         with autocast(device):
             loss, parts = model.loss(batch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
+        backward_and_step(loss, optimizer, scaler, model.parameters(), clip_grad_norm)
         scheduler.step()
         for key, value in {"loss": loss.detach(), **parts}.items():
             sums[key] = sums.get(key, 0.0) + value      # stays on the device: no sync every step
@@ -837,12 +832,7 @@ def finetune(model: BertClassifier, input_ids: torch.Tensor, labels: torch.Tenso
             index = order[start:start + batch_size]
             with autocast(device):
                 loss = F.cross_entropy(model(input_ids[index]).float(), labels[index])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(optimizer)
-            scaler.update()
+            backward_and_step(loss, optimizer, scaler, model.parameters(), clip_grad_norm=1.0)
             scheduler.step()
             total += loss.detach() * len(index)
         losses.append(float(total) / n)

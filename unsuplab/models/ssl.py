@@ -72,7 +72,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import (History, autocast, check_finite, eval_mode, grad_scaler, load_checkpoint, progress,
+from ..train import (History, autocast, backward_and_step, check_finite, eval_mode, grad_scaler, load_checkpoint, progress,
                      save_checkpoint)
 
 # CIFAR-10's channel means and standard deviations (of the official training set), used to normalise.
@@ -778,10 +778,7 @@ def train_simclr(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: 
                 z = model(views)  # (2b, out)
             z1, z2 = z.float().chunk(2)
             loss = loss_fn(z1, z2, temperature)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            backward_and_step(loss, optimizer, scaler)
             step += 1
             n_steps += 1
             epoch_loss += loss.detach()

@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import autocast, grad_scaler
+from ..train import autocast, backward_and_step, grad_scaler
 
 __all__ = [
     # word translation
@@ -952,12 +952,7 @@ def _steps(model, opt, sched, losses: Callable[[torch.Generator], dict[str, torc
             terms = losses(g)
         loss = sum(terms.values())
         check_finite(loss, step=step)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
-        nn.utils.clip_grad_norm_(model.parameters(), clip)
-        scaler.step(opt)
-        scaler.update()
+        backward_and_step(loss, opt, scaler, model.parameters(), clip)
         sched.step()
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value.item()
