@@ -499,12 +499,9 @@ def show(lab: str, profile: str | None = None, metrics: dict | None = None):
     checked_as = profile if profile in PROFILES else "cpu"
     lines = ["| claim | this run | |", "|---|---|---|"]
     for claim in CLAIMS[lab]:
-        holds_now, shown = measure(claim, metrics)
-        mark = "–" if holds_now is None else ("✓" if holds_now else "✗")
-        note = ""
-        if holds_now is False and claim.expected_to_fail and checked_as in claim.expected_to_fail_on:
-            note = f"known: {claim.expected_to_fail}"
-        lines.append(f"| {_md(claim.text)} | {_md(shown)} | {mark} {_md(note)} |")
+        v = judge(lab, claim, checked_as, metrics)
+        note = f"known: {claim.expected_to_fail}" if v.state == EXPECTED_FAIL else ""
+        lines.append(f"| {_md(claim.text)} | {_md(v.value)} | {v.mark} {_md(note)} |")
     text = "\n".join(lines) + "\n"
     if profile not in PROFILES:
         text = (f"_This run used the `{profile}` profile, which only proves that the code runs: the claims "
