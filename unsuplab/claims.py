@@ -249,6 +249,9 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "dcgan_digits_covered >= 9"),
         Claim("gan_sharper_than_vae", "The DCGAN's samples are closer to real digits than the VAE's "
               "(lower Fréchet distance).", "fd_dcgan < fd_vae"),
+        Claim("cycle_beats_identity", "Trained without a single pair, CycleGAN's translation to bold digits "
+              "lands closer to the true bold digit than the untranslated input does.",
+              "cycle_mse_ab < cycle_mse_identity"),
         Claim("cycle_keeps_digit", "CycleGAN translation keeps the digit at least 90% of the time.",
               "cycle_digit_kept_acc >= 0.9", unit="%"),
         Claim("infogan_code_finds_digits", "InfoGAN's categorical code, learned without labels, predicts "
@@ -259,6 +262,12 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
                                "longer training the cpu budget allows has not been tried yet"),
     ),
     "07_self_supervised": _claims(
+        Claim("random_trunk_beats_pixels", "A randomly initialised network is already a strong baseline: its "
+              "features beat raw pixels by at least 5 points on the linear probe and on k-NN.",
+              "min(linear_acc_random - linear_acc_raw, knn_acc_random - knn_acc_raw) >= 0.05", unit="pts"),
+        Claim("supervised_upper_bound", "Supervised training of the same trunk on the same images, the upper "
+              "bound, stays above SimCLR on the linear probe and on k-NN.",
+              "min(linear_acc_supervised - linear_acc_simclr, knn_acc_supervised - knn_acc_simclr) > 0", unit="pts"),
         Claim("simclr_beats_random", "SimCLR's features beat the randomly initialised trunk by at least "
               "4 points on the linear probe and on k-NN.",
               "min(linear_acc_simclr - linear_acc_random, knn_acc_simclr - knn_acc_random) >= 0.04", unit="pts"),
