@@ -24,8 +24,9 @@ import torch
 
 from unsuplab.labs import call_settings, profile_settings
 from unsuplab.models import bert as B
-from unsuplab.models import translation as T
+from unsuplab.models import unmt
 from unsuplab.models import word2vec as w2v
+from unsuplab.models import word_translation as wt
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = ROOT / "solutions"
@@ -207,15 +208,15 @@ def test_full_09_word_vectors_and_adversarial_alignment():
         # the lab passes no device: word2vec runs on the CPU here in every profile
         wv[lang] = w2v.train_word2vec(tokens, seed=s["seed"] + i, progress=False, **{**w2v_args, "epochs": 1})
         assert wv[lang].vectors.shape[1] == w2v_args["dim"] and torch.isfinite(wv[lang].vectors).all()
-    X, Y = T.normalize_embeddings(wv["en"].vectors), T.normalize_embeddings(wv[s["lang"]].vectors)
+    X, Y = wt.normalize_embeddings(wv["en"].vectors), wt.normalize_embeddings(wv[s["lang"]].vectors)
 
-    W_adv, log = T.adversarial_alignment(X, Y, seed=s["seed"], progress=False, **{**adv, "steps": 2})
+    W_adv, log = wt.adversarial_alignment(X, Y, seed=s["seed"], progress=False, **{**adv, "steps": 2})
     assert W_adv.shape == (w2v_args["dim"], w2v_args["dim"])
     assert not torch.equal(W_adv, torch.eye(w2v_args["dim"])), "the map W did not move from the identity"
     assert log["step"] == [2] and math.isfinite(log["criterion"][0]) and 0 <= log["dis_accuracy"][0] <= 1
     refine = call_arguments("09_unsupervised_translation", "procrustes_refinement")
-    W_ref, ref_log = T.procrustes_refinement(X, Y, W_adv, **{**refine, "iterations": 1})
-    assert T.is_orthogonal(W_ref) and all(math.isfinite(c) for c in ref_log["criterion"])
+    W_ref, ref_log = wt.procrustes_refinement(X, Y, W_adv, **{**refine, "iterations": 1})
+    assert wt.is_orthogonal(W_ref) and all(math.isfinite(c) for c in ref_log["criterion"])
 
 
 def _translation_setup():
@@ -232,13 +233,13 @@ def _translation_setup():
                 for length in torch.randint(lo, hi + 1, (n,), generator=g)]
 
     tokenised = {lang: sentences(lang, 2 * s["batch_size"]) for lang in langs}
-    vocab = T.MTVocab.build({lang: tokenised[lang] + [words[lang]] for lang in langs}, min_count=1)
+    vocab = unmt.MTVocab.build({lang: tokenised[lang] + [words[lang]] for lang in langs}, min_count=1)
     mono = {lang: [vocab.encode(t, lang) for t in tokenised[lang]] for lang in langs}
     pairs = list(zip(words["en"], words[s["lang"]]))
-    wbw = T.WordByWord(vocab, {("en", s["lang"]): dict(pairs), (s["lang"], "en"): {b: a for a, b in pairs}})
+    wbw = unmt.WordByWord(vocab, {("en", s["lang"]): dict(pairs), (s["lang"], "en"): {b: a for a, b in pairs}})
     torch.manual_seed(s["seed"])
-    model = T.Seq2Seq(vocab, **s["model_size"])
-    assert T.init_embeddings_from_dictionary(model, wbw, "en", s["lang"]) == len(words["en"])
+    model = unmt.Seq2Seq(vocab, **s["model_size"])
+    assert unmt.init_embeddings_from_dictionary(model, wbw, "en", s["lang"]) == len(words["en"])
     return s, vocab, mono, tokenised, wbw, model
 
 
@@ -249,14 +250,14 @@ def test_full_09_unsupervised_translation_step():
     translations = []
 
     def evaluate(m):  # stands in for the lab's BLEU scores: greedy decoding at full width, a number to select by
-        translations[:] = T.translate_ids(m, mono["en"][:4], lang)
+        translations[:] = unmt.translate_ids(m, mono["en"][:4], lang)
         return {"score": -float(sum(map(len, translations)))}
 
     before = _snapshot(model)
     warmup = call_arguments("09_unsupervised_translation", "train_unmt")["warmup"]
-    log = T.train_unmt(model, mono, wbw, iterations=1, steps=1, batch_size=s["batch_size"], lr=s["lr"],
-                       warmup=warmup, p_drop=s["p_drop"], k=s["k_shuffle"], evaluate=evaluate,
-                       select="score", seed=s["seed"], progress=False)
+    log = unmt.train_unmt(model, mono, wbw, iterations=1, steps=1, batch_size=s["batch_size"], lr=s["lr"],
+                          warmup=warmup, p_drop=s["p_drop"], k=s["k_shuffle"], evaluate=evaluate,
+                          select="score", seed=s["seed"], progress=False)
     terms = ["auto_en", f"auto_{lang}", f"bt_en_{lang}", f"bt_{lang}_en"]
     assert all(math.isfinite(log[t][0]) for t in terms), {t: log.get(t) for t in terms}
     assert log["best_round"] == 1
@@ -271,7 +272,7 @@ def test_full_09_supervised_translation_step():
     parallel = {"en": mono["en"], lang: [vocab.encode([w.replace("e", "x") for w in t], lang) for t in tokenised["en"]]}
     before = _snapshot(model)
     warmup = call_arguments("09_unsupervised_translation", "train_supervised")["warmup"]
-    log = T.train_supervised(model, parallel, steps=1, batch_size=2 * s["batch_size"], lr=s["lr"], warmup=warmup,
-                             seed=s["seed"], progress=False)
+    log = unmt.train_supervised(model, parallel, steps=1, batch_size=2 * s["batch_size"], lr=s["lr"],
+                                warmup=warmup, seed=s["seed"], progress=False)
     assert math.isfinite(log[f"sup_en_{lang}"][0]) and math.isfinite(log[f"sup_{lang}_en"][0])
     assert {"embed.weight", "decoder.layers.0.multihead_attn.in_proj_weight"} <= set(_moved(model, before))

@@ -1,5 +1,7 @@
 """Tests for unsuplab.metrics: k-NN and the linear probe against scikit-learn, clustering metrics
-against hand-computed answers."""
+against hand-computed answers, BLEU against sacreBLEU and by hand."""
+
+import math
 
 import numpy as np
 import pytest
@@ -285,3 +287,46 @@ def test_gaussian_frechet_distance_refuses_a_matrix_that_is_no_covariance():
     x = np.random.default_rng(0).normal(size=(3, 5))
     sigma = np.cov(x, rowvar=False)
     assert metrics.gaussian_frechet_distance(np.zeros(5), sigma, np.zeros(5), sigma) == pytest.approx(0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- BLEU (9.12), chapter 9
+
+SYSTEM = ["the cat sat on the mat .", "a man is riding a red bike down the street .",
+          "two dogs play in the snow near a tree .", "a woman in a blue dress smiles ."]
+REFERENCE = ["the cat sat on a mat .", "a man rides a red bicycle down the street .",
+             "two dogs are playing in the snow by a tree .", "a woman in a blue dress is smiling ."]
+
+
+def test_bleu_matches_sacrebleu():
+    sacrebleu = pytest.importorskip("sacrebleu")
+    ours = metrics.bleu([s.split() for s in SYSTEM], [r.split() for r in REFERENCE])
+    theirs = sacrebleu.corpus_bleu(SYSTEM, [REFERENCE], tokenize="none", smooth_method="none").score
+    assert ours == pytest.approx(theirs, abs=1e-6) and 20 < ours < 80
+    assert metrics.corpus_bleu(SYSTEM, REFERENCE) == pytest.approx(
+        sacrebleu.corpus_bleu(SYSTEM, [REFERENCE], lowercase=True).score)
+    # a short hypothesis is penalised by BP; identical text scores 100
+    assert metrics.bleu([r.split() for r in REFERENCE], [r.split() for r in REFERENCE]) == pytest.approx(100)
+    short = [s.split()[:-2] for s in REFERENCE]
+    bp = math.exp(1 - sum(len(r.split()) for r in REFERENCE) / sum(map(len, short)))
+    assert metrics.bleu(short, [r.split() for r in REFERENCE]) == pytest.approx(100 * bp)
+
+
+def test_bleu_by_hand_on_one_sentence():
+    # hyp "a b c d", ref "a b c e": p1 = 3/4, p2 = 2/3, p3 = 1/2, p4 = 0/1 -> 0 without smoothing
+    assert metrics.bleu([["a", "b", "c", "d"]], [["a", "b", "c", "e"]]) == 0.0
+    # clipped counts: "the the the the" against "the cat": p1 = 1/4
+    assert metrics.bleu([["the"] * 4], [["the", "cat"]], max_n=1) == pytest.approx(25.0)
+
+
+def test_bleu_rejects_bad_input():
+    with pytest.raises(ValueError, match="one reference per hypothesis"):
+        metrics.bleu([["a"]], [])
+    with pytest.raises(TypeError, match="tokenised sentences"):
+        metrics.bleu(["a b"], ["a b"])
+
+
+def test_bleu_of_no_sentences_is_an_error_not_a_score():
+    with pytest.raises(ValueError, match="no sentences to score"):
+        metrics.bleu([], [])
+    with pytest.raises(ValueError, match="no sentences to score"):
+        metrics.corpus_bleu([], [])

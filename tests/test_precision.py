@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from unsuplab import train
 from unsuplab.models import bert as B
 from unsuplab.models import ssl
-from unsuplab.models import translation as T
+from unsuplab.models import unmt
 
 CUDA = torch.device("cuda")
 CARDS = {"T4": ((7, 5), torch.float16), "A100": ((8, 0), torch.bfloat16), "H100": ((9, 0), torch.bfloat16)}
@@ -224,17 +224,17 @@ def test_bert_finetune_goes_through_the_scaler(monkeypatch):
 
 
 def test_translation_training_goes_through_the_scaler(monkeypatch):
-    v = T.MTVocab.build({"en": [["a", "cat", "."], ["a", "dog", "."]], "fr": [["un", "chat", "."], ["un", "chien", "."]]},
-                        min_count=1)
+    v = unmt.MTVocab.build({"en": [["a", "cat", "."], ["a", "dog", "."]],
+                            "fr": [["un", "chat", "."], ["un", "chien", "."]]}, min_count=1)
     parallel = {"en": [v.encode(["a", "cat", "."], "en"), v.encode(["a", "dog", "."], "en")],
                 "fr": [v.encode(["un", "chat", "."], "fr"), v.encode(["un", "chien", "."], "fr")]}
 
     def train_it(model):
-        T.train_supervised(model, parallel, steps=2, batch_size=2, warmup=1, progress=False)
+        unmt.train_supervised(model, parallel, steps=2, batch_size=2, warmup=1, progress=False)
         return model
 
-    assert_scaled_path(monkeypatch, [T], lambda: T.Seq2Seq(v, d_model=8, nhead=2, layers=1, ff=16, dropout=0.0),
-                       train_it, steps=2, clips=True)
+    make = lambda: unmt.Seq2Seq(v, d_model=8, nhead=2, layers=1, ff=16, dropout=0.0)
+    assert_scaled_path(monkeypatch, [unmt], make, train_it, steps=2, clips=True)
 
 
 def test_no_module_decides_precision_by_itself():

@@ -16,6 +16,10 @@ encoder, computes features for the training and the test images, and reports the
 ``evaluate_features``
     k-NN and linear probe together, so that every table in the book reports the same protocol.
 
+Later sections hold the metrics of single chapters: disentanglement against known factors (``mig``,
+chapter 5), the Fréchet distance between feature sets (``frechet_distance``, chapter 6), and BLEU for
+translations (``bleu`` on tokens, ``corpus_bleu`` as sacreBLEU, eq. 9.12, chapter 9).
+
 Features can be NumPy arrays or torch tensors of shape (N, D); inputs with more dimensions, such as
 raw images (N, 1, 28, 28), are flattened to (N, D) so that the pixels themselves give a baseline.
 Computation happens in float32 with torch, on the device of the data (or the ``device`` given).
@@ -27,8 +31,10 @@ Computation happens in float32 with torch, on the device of the data (or the ``d
 
 from __future__ import annotations
 
+import math
 import warnings
-from typing import Any
+from collections import Counter
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -541,3 +547,67 @@ def frechet_distance(features1: Any, features2: Any) -> float:
                          "compute both with the same feature network.")
     return gaussian_frechet_distance(a.mean(0), torch.cov(a.T).reshape(a.shape[1], -1),
                                      b.mean(0), torch.cov(b.T).reshape(b.shape[1], -1))
+
+
+# ---------------------------------------------------------------------------------------------
+# BLEU, for translations (chapter 9): Papineni et al. (2002), and sacreBLEU (Post 2018) to compare
+# ---------------------------------------------------------------------------------------------
+
+__all__ += ["bleu", "corpus_bleu"]
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> Counter:
+    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+
+
+def _check_not_empty(hypotheses: Sequence) -> None:
+    if len(hypotheses) == 0:
+        raise ValueError("no sentences to score: BLEU of an empty corpus is undefined (not 0). Check that the "
+                         "test set loaded and that the translations were produced.")
+
+
+def bleu(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[str]], max_n: int = 4) -> float:
+    """Corpus BLEU of tokenised sentences against one reference each, eq. (9.12), in [0, 100].
+
+    ``p_n`` = (n-grams of the hypotheses found in their reference, each counted at most as often as it
+    occurs there) / (n-grams of the hypotheses), summed over the corpus; ``BP = min(1, exp(1 - r / c))``
+    with ``r`` and ``c`` the total reference and hypothesis lengths; BLEU = ``BP exp(mean_n log p_n)``.
+    Zero when some ``p_n`` is zero (no smoothing): sacreBLEU's default corpus score smooths that case
+    (``smooth_method="exp"``), so the two agree only when every ``p_n > 0``, as on any real test set.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: give one reference "
+                         "per hypothesis.")
+    _check_not_empty(hypotheses)
+    if any(isinstance(h, str) for h in hypotheses) or any(isinstance(r, str) for r in references):
+        raise TypeError("bleu takes tokenised sentences (lists of words); split strings first, or use "
+                        "corpus_bleu for raw text.")
+    matches, totals = [0] * max_n, [0] * max_n
+    c = sum(len(h) for h in hypotheses)
+    r = sum(len(ref) for ref in references)
+    for hyp, ref in zip(hypotheses, references):
+        for n in range(1, max_n + 1):
+            h_counts, r_counts = _ngrams(hyp, n), _ngrams(ref, n)
+            matches[n - 1] += sum(min(count, r_counts[g]) for g, count in h_counts.items())  # clipped counts
+            totals[n - 1] += max(len(hyp) - n + 1, 0)
+    if c == 0 or min(matches) == 0:
+        return 0.0
+    log_p = sum(math.log(m / t) for m, t in zip(matches, totals)) / max_n
+    bp = min(1.0, math.exp(1 - r / c))
+    return 100 * bp * math.exp(log_p)
+
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """sacreBLEU (Post 2018) of raw sentences against one reference each: case-insensitive, 13a tokenisation.
+
+    The score to compare across papers and runs; :func:`bleu` is the same formula on tokens.
+    """
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references: give one per hypothesis.")
+    _check_not_empty(hypotheses)
+    try:
+        import sacrebleu
+    except ImportError:
+        raise ImportError("corpus_bleu needs sacrebleu: `pip install sacrebleu` (it is in the course "
+                          "environment).") from None
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], lowercase=True).score)

@@ -10,5 +10,7 @@
 ``ssl``               pretext tasks, instance discrimination, SimCLR, DeepCluster (chapter 7)
 ``word2vec``          skip-gram with negative sampling on whole batches (chapter 8)
 ``bert``              a Transformer encoder pretrained by masked language modelling (chapter 8)
+``word_translation``  Procrustes, CSLS and the adversarial map: word translation without parallel data (chapter 9)
+``unmt``              denoising and back-translation: sentence translation without parallel data (chapter 9)
 ``ebm``               energy-based models and Langevin sampling (chapter 10)
 """
