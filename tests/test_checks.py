@@ -195,6 +195,17 @@ def test_check_close(capsys):
     assert "✓ v matches the expected values" in capsys.readouterr().out
 
 
+def test_check_close_prints_no_digits_below_its_tolerance(capsys):
+    # float noise differs between CPUs; a stored output of a passing check must not
+    for noise in (1.788e-07, 2.384e-07, -1.2e-07):
+        check_close("largest difference", noise, 0.0, atol=1e-5)
+        assert capsys.readouterr().out == "✓ largest difference = 0 (expected 0 ± 1e-05)\n"
+    check_close("mean", 0.50123, 0.5, atol=0.02)
+    assert capsys.readouterr().out == "✓ mean = 0.501 (expected 0.5 ± 0.02)\n"
+    check_close("v", np.array([1.0, 2.0 + 3e-7]), [1.0, 2.0], atol=1e-5)
+    assert capsys.readouterr().out == "✓ v matches the expected values (largest difference 0)\n"
+
+
 def test_check_true(capsys):
     check_true("weights are positive", torch.ones(3) > 0, "some weights are negative")
     assert capsys.readouterr().out == "✓ weights are positive\n"
