@@ -253,6 +253,68 @@ def test_induce_dictionary_keeps_mutual_nearest_neighbours_only():
     assert pairs.tolist() == [[0, 0], [2, 2]]            # x_1 -> y_0 -> x_0: not mutual, left out
 
 
+# --------------------------------------------------------------------------- robust start (9.13), isomorphism (9.14)
+
+def clustered_cloud(n: int = 300, d: int = 8, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    centres = 2.0 * torch.randn(12, d, generator=g) * torch.linspace(1.5, 0.5, d)
+    return wt.normalize_embeddings(centres[torch.randint(12, (n,), generator=g)] + torch.randn(n, d, generator=g))
+
+
+def test_similarity_signatures_do_not_change_under_a_rotation():
+    X = clustered_cloud()
+    Q = random_orthogonal(X.shape[1], 3)
+    assert torch.allclose(wt.similarity_signatures(X, 100), wt.similarity_signatures(X @ Q.T, 100), atol=1e-4)
+    # ... but they do change when the cloud itself changes
+    assert not torch.allclose(wt.similarity_signatures(X, 100), wt.similarity_signatures(clustered_cloud(seed=1), 100),
+                              atol=1e-2)
+
+
+def test_similarity_seed_then_self_learning_find_a_hidden_rotation_without_a_dictionary():
+    X = clustered_cloud(400, 8)
+    n, Q = len(X), random_orthogonal(8, 4)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    Y = torch.empty_like(X)
+    Y[perm] = X @ Q.T + 0.01 * torch.randn(n, 8, generator=torch.Generator().manual_seed(2))
+    Y = wt.normalize_embeddings(Y, center=False)
+    gold = torch.stack([torch.arange(n), perm], 1)
+    seed = wt.similarity_seed(X, Y, n=n)
+    assert len(seed) > 20 and (perm[seed[:, 0]] == seed[:, 1]).float().mean() > 0.5
+    W, log = wt.self_learning(X, Y, seed, iterations=6, max_rank=n, criterion_words=n)
+    assert log["keep"][0] == pytest.approx(0.1) and log["keep"][-1] == pytest.approx(1.0)
+    assert len(log["criterion"]) == 6 and all(p > 0 for p in log["pairs"])
+    assert wt.translation_precision(X @ W.T, Y, gold, method="csls")["P@1"] > 0.9
+
+
+def test_self_learning_refuses_an_empty_seed_and_a_bad_keep():
+    X = clustered_cloud(50, 4)
+    with pytest.raises(ValueError, match="seed dictionary"):
+        wt.self_learning(X, X, torch.zeros(0, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="keep"):
+        wt.self_learning(X, X, torch.tensor([[0, 0]]), keep=0.0)
+
+
+def test_identical_strings_seed_pairs_words_spelled_alike():
+    pairs = wt.identical_strings_seed(["the", "paris", "1900", "dog"], ["le", "1900", "chien", "paris"])
+    assert sorted(pairs.tolist()) == [[1, 3], [2, 1]]
+
+
+def test_isomorphism_measures_are_perfect_for_a_rotation_and_worse_for_another_cloud():
+    X = clustered_cloud(200, 8)
+    Q = random_orthogonal(8, 6)
+    same = torch.stack([torch.arange(200), torch.arange(200)], 1)
+    assert wt.eigenvector_similarity(X, X @ Q.T, same) == pytest.approx(0.0, abs=1e-6)
+    assert wt.relational_similarity(X, X @ Q.T, same) == pytest.approx(1.0, abs=1e-5)
+    other = clustered_cloud(200, 8, seed=9)
+    assert wt.eigenvector_similarity(X, other, same) > 1.0
+    assert wt.relational_similarity(X, other, same) < 0.5
+    # the eigenvalues forget the order of the words: shuffling both sides the same way changes nothing
+    shuffled = same[torch.randperm(200, generator=torch.Generator().manual_seed(0))]
+    assert wt.eigenvector_similarity(X, other, shuffled) == pytest.approx(wt.eigenvector_similarity(X, other, same))
+    with pytest.raises(ValueError, match="more than k"):
+        wt.eigenvector_similarity(X, X, same[:5])
+
+
 # --------------------------------------------------------------------------- data
 
 @needs_mirror

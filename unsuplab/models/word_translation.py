@@ -55,6 +55,8 @@ __all__ = [
     "neighbourhood_density", "translate", "translation_precision", "dictionary_ids", "split_dictionary",
     "Discriminator", "discriminator_step", "mapping_step", "single_thread_on_cpu", "adversarial_alignment",
     "induce_dictionary", "unsupervised_criterion", "procrustes_refinement", "supervised_procrustes",
+    "similarity_signatures", "similarity_seed", "identical_strings_seed", "self_learning",
+    "eigenvector_similarity", "relational_similarity",
 ]
 
 
@@ -411,3 +413,127 @@ def supervised_procrustes(X: torch.Tensor, Y: torch.Tensor, pairs: torch.Tensor)
         raise ValueError(f"only {len(pairs)} training pairs for {X.shape[1]}-dimensional vectors: Procrustes "
                          "needs a few hundred at least; use a larger dictionary or vocabulary.")
     return procrustes(X[pairs[:, 0]], Y[pairs[:, 1]])
+
+
+# ---------------------------------------------------------------------------------------------
+# A robust unsupervised start: similarity distributions and self-learning (Artetxe et al. 2018)
+# ---------------------------------------------------------------------------------------------
+
+
+def similarity_signatures(X: torch.Tensor, n: int = 4_000) -> torch.Tensor:
+    """Each of the ``n`` most frequent words described by how similar it is to the others, eq. (9.13).
+
+    ``M = sqrt(X_n X_n^T)``: with ``X_n = U S V^T`` this is ``U S U^T``, the similarity matrix with its
+    spectrum flattened (Artetxe, Labaka & Agirre 2018). Each row is then **sorted**, which forgets which
+    word is which and keeps only the distribution of similarities, and normalised. An orthogonal map
+    leaves ``X X^T`` unchanged, so in two isometric spaces a word and its translation get the same
+    signature whatever the rotation: no dictionary, no starting map, no game. Returns (n, n).
+    """
+    X = _matrix("X", X)[:n]
+    U, S, _ = torch.linalg.svd(X.double(), full_matrices=False)        # X_n = U S V^T
+    M = (U * S) @ U.T                                                  # (n, n): sqrt(X_n X_n^T)
+    return normalize_embeddings(M.sort(dim=1).values.float())
+
+
+def similarity_seed(X: torch.Tensor, Y: torch.Tensor, *, n: int = 4_000, k: int = 10) -> torch.Tensor:
+    """A dictionary (p, 2) without any bilingual resource: pairs among the ``n`` most frequent words of
+    each side whose similarity signatures (9.13) are each other's CSLS neighbours."""
+    return induce_dictionary(similarity_signatures(X, n), similarity_signatures(Y, n), max_rank=n, k=k)
+
+
+def identical_strings_seed(src_words: Sequence[str], tgt_words: Sequence[str]) -> torch.Tensor:
+    """The cheapest unsupervised seed (Artetxe et al. 2017; Søgaard et al. 2018): every word spelled the
+    same in both vocabularies (names, numbers, borrowed words) is taken as its own translation. (p, 2)."""
+    return dictionary_ids([(w, w) for w in src_words], src_words, tgt_words)
+
+
+def self_learning(X: torch.Tensor, Y: torch.Tensor, seed_pairs: torch.Tensor, *, iterations: int = 15,
+                  max_rank: int = 6_000, k: int = 10, keep: float = 0.1, criterion_words: int = 1_000,
+                  seed: int = 0) -> tuple[torch.Tensor, dict]:
+    """Self-learning from a (possibly poor) seed dictionary, after Artetxe, Labaka & Agirre (2018).
+
+    Each iteration solves Procrustes (9.1) on the current dictionary, then reads a new one off the
+    mapped spaces: every one of the ``max_rank`` most frequent source words paired with its best CSLS
+    target word (9.6), and every target word with its best source word (both directions, so a wrong
+    seed cannot shrink the dictionary to its own mistakes). **Stochastic dictionary induction**: each
+    CSLS score is kept with probability ``keep`` and the rest ignored, so early dictionaries are
+    partly random and the loop can leave a poor start; ``keep`` grows geometrically to 1 over the
+    iterations. The ``W`` with the best unsupervised criterion (9.7) is returned, with the log of the
+    criterion and dictionary size per iteration.
+    """
+    X, Y = _matrix("X", X), _matrix("Y", Y, X.shape[1])
+    pairs = torch.as_tensor(seed_pairs).reshape(-1, 2).to(X.device)
+    if len(pairs) == 0:
+        raise ValueError("self_learning needs a seed dictionary with at least one pair, got none: use "
+                         "similarity_seed (no shared words needed) instead of identical strings here.")
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep is a probability in (0, 1], got {keep}.")
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    growth = (1 / keep) ** (1 / max(iterations - 1, 1))                # keep reaches 1 at the last iteration
+    Xr, Yr = X[:max_rank], Y[:max_rank]
+    i, j = torch.arange(len(Xr), device=X.device), torch.arange(len(Yr), device=X.device)
+    log = {"criterion": [], "pairs": [], "keep": []}
+    best, best_W = -float("inf"), None
+    for _ in range(iterations):
+        W = procrustes(X[pairs[:, 0]], Y[pairs[:, 1]])                 # (9.1)
+        crit = unsupervised_criterion(Xr @ W.T, Yr, criterion_words, k)     # (9.7)
+        log["criterion"].append(crit)
+        log["pairs"].append(len(pairs))
+        log["keep"].append(keep)
+        if crit > best:
+            best, best_W = crit, W
+        scores = csls(Xr @ W.T, Yr, k)                                 # (n, m), eq. (9.6)
+        if keep < 1:
+            dropped = torch.rand(scores.shape, generator=g).to(X.device) > keep
+            scores = scores.masked_fill(dropped, -float("inf"))
+        pairs = torch.cat([torch.stack([i, scores.argmax(1)], 1),      # source -> target
+                           torch.stack([scores.argmax(0), j], 1)])     # target -> source
+        keep = min(1.0, keep * growth)
+    return best_W, log
+
+
+# ---------------------------------------------------------------------------------------------
+# How isomorphic are two spaces? (Søgaard, Ruder & Vulić 2018)
+# ---------------------------------------------------------------------------------------------
+
+
+def _laplacian_spectrum(A: torch.Tensor, k: int) -> torch.Tensor:
+    """Eigenvalues, largest first, of the Laplacian of the symmetric k-nearest-neighbour graph of rows A."""
+    cos = A @ A.T
+    cos.fill_diagonal_(-float("inf"))                                  # a word is not its own neighbour
+    adjacency = torch.zeros_like(cos).scatter_(1, cos.topk(k, dim=1).indices, 1.0)
+    adjacency = ((adjacency + adjacency.T) > 0).to(A.dtype)            # (n, n), symmetric
+    laplacian = torch.diag(adjacency.sum(1)) - adjacency
+    return torch.linalg.eigvalsh(laplacian.double()).flip(0)
+
+
+def eigenvector_similarity(X: torch.Tensor, Y: torch.Tensor, pairs: torch.Tensor, *, k: int = 10,
+                           energy: float = 0.9) -> float:
+    """Søgaard et al.'s (2018) eigenvector similarity of two spaces, eq. (9.14): 0 for isomorphic spaces,
+    larger the less their neighbourhood graphs agree.
+
+    The words of the ``pairs`` (p, 2) (a word and its translation) give one k-nearest-neighbour graph
+    in each space; the spectra ``lambda`` of their Laplacians are compared over the first ``h``
+    eigenvalues, ``h`` the smallest number that holds ``energy`` of either spectrum's sum:
+    ``Delta = sum_{i <= h} (lambda1_i - lambda2_i)^2``. Eigenvalues ignore the order of the words, so
+    the pairs only choose *which* words take part; no map between the spaces is needed.
+    """
+    pairs = torch.as_tensor(pairs).reshape(-1, 2)
+    if len(pairs) <= k:
+        raise ValueError(f"eigenvector_similarity needs more than k = {k} word pairs, got {len(pairs)}.")
+    a, b = _laplacian_spectrum(X[pairs[:, 0]], k), _laplacian_spectrum(Y[pairs[:, 1]], k)
+    h = min(int((a.cumsum(0) / a.sum() < energy).sum()) + 1, int((b.cumsum(0) / b.sum() < energy).sum()) + 1)
+    return float(((a[:h] - b[:h]) ** 2).sum())
+
+
+def relational_similarity(X: torch.Tensor, Y: torch.Tensor, pairs: torch.Tensor) -> float:
+    """Vulić et al.'s (2020) relational similarity: the correlation between the cosines of every two
+    words of ``pairs`` (p, 2) in the source space and the cosines of their translations in the target
+    space. 1 for isometric spaces (a rotation keeps every cosine); near 0 when the shapes are unrelated."""
+    pairs = torch.as_tensor(pairs).reshape(-1, 2)
+    if len(pairs) < 3:
+        raise ValueError(f"relational_similarity needs at least 3 word pairs, got {len(pairs)}.")
+    A, B = X[pairs[:, 0]], Y[pairs[:, 1]]
+    upper = torch.triu_indices(len(pairs), len(pairs), 1)
+    a, b = (A @ A.T)[upper[0], upper[1]], (B @ B.T)[upper[0], upper[1]]
+    return float(torch.corrcoef(torch.stack([a, b]).double())[0, 1])
