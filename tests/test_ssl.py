@@ -354,15 +354,53 @@ def test_train_simclr_runs_a_few_steps_and_stops_where_told():
         ssl.train_simclr(model, torch.rand(4, 3, 32, 32), epochs=1, batch_size=8, lr=0.1)
 
 
-def test_train_simclr_resumes_from_its_checkpoint(tmp_path):
-    x = torch.rand(32, 3, 32, 32)
+def run_simclr(path, interrupt_at=None, saved=None):
+    """Three epochs of two steps with a checkpoint. With ``interrupt_at``, the augmentation call of that
+    number keeps the random state in ``saved["rng"]`` and raises a KeyboardInterrupt (a Colab disconnect);
+    with ``saved``, a resumed run: other initial weights, which the checkpoint must replace, and the
+    augmentations' random stream where the interrupted run left it (where the uninterrupted run has it)."""
+    x = torch.rand(32, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    resuming = saved is not None and interrupt_at is None
+    torch.manual_seed(1 if resuming else 0)
     model = ssl.SimCLR(ssl.convnet(4), hidden=16, out=8)
-    first = ssl.train_simclr(model, x, epochs=1, batch_size=16, lr=0.1, progress_bar=False,
-                             checkpoint=tmp_path / "simclr.pt")
-    again = ssl.SimCLR(ssl.convnet(4), hidden=16, out=8)
-    second = ssl.train_simclr(again, x, epochs=2, batch_size=16, lr=0.1, progress_bar=False,
-                              checkpoint=tmp_path / "simclr.pt")
-    assert second.epochs["loss"][0] == first.epochs["loss"][0] and len(second.epochs["loss"]) == 2
+    if resuming:
+        torch.set_rng_state(saved["rng"])
+    calls = 0
+
+    def augment(images):
+        nonlocal calls
+        if calls == interrupt_at:
+            saved["rng"] = torch.get_rng_state()
+            raise KeyboardInterrupt
+        calls += 1
+        return ssl.simclr_augment(images)
+
+    history = ssl.train_simclr(model, x, epochs=3, batch_size=16, lr=0.1, augment=augment, progress_bar=False,
+                               checkpoint=path)
+    return model, history
+
+
+def test_train_simclr_resumes_from_its_checkpoint_to_the_same_model_and_optimizer(tmp_path, capsys):
+    reference, reference_history = run_simclr(tmp_path / "whole.pt")
+    path, saved = tmp_path / "interrupted.pt", {}
+    with pytest.raises(KeyboardInterrupt):
+        run_simclr(path, interrupt_at=4, saved=saved)  # the first augmentation of epoch 2: the file holds epoch 1
+    assert torch.load(path)["epoch"] == 1
+    # a fresh model and optimizer, as after a restarted runtime: the checkpoint must restore the weights
+    # and the momentum, or the two remaining epochs end elsewhere
+    resumed, resumed_history = run_simclr(path, saved=saved)
+    assert "resumed from" in capsys.readouterr().out
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=0, atol=0, msg=f"{name} after resuming")
+    # the checkpoints written after the last epoch: SGD's momentum buffers, bit for bit
+    whole, again = torch.load(tmp_path / "whole.pt"), torch.load(path)
+    assert whole["epoch"] == again["epoch"] == 3
+    momentum = {i: state["momentum_buffer"] for i, state in whole["optimizer"]["state"].items()}
+    assert len(momentum) == len(list(reference.parameters()))
+    for i, buffer in momentum.items():
+        torch.testing.assert_close(again["optimizer"]["state"][i]["momentum_buffer"], buffer, rtol=0, atol=0,
+                                   msg=f"momentum buffer of parameter {i} after resuming")
+    assert resumed_history.epochs["loss"] == reference_history.epochs["loss"]
 
 
 # ---------------------------------------------------------------------------- the DDP script
