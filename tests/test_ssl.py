@@ -166,10 +166,28 @@ def test_balanced_weights_make_every_cluster_equally_likely():
     assert per_cluster.tolist() == [1.0, 1.0, 1.0, 0.0, 1.0]
 
 
+def off_diagonal(c):
+    return (c - torch.diag(c.diag())).abs().max().item()
+
+
 def test_pca_whiten_gives_unit_rows_of_decorrelated_components():
-    f = torch.randn(200, 10) @ torch.randn(10, 10)
+    f = torch.randn(200, 10) @ torch.randn(10, 10)  # ten strongly correlated features
     w = ssl.pca_whiten(f, 4)
     assert w.shape == (200, 4) and torch.allclose(w.norm(dim=1), torch.ones(200), atol=1e-5)
+    # the whitened codes are uncorrelated; dividing each row by its norm keeps them nearly so
+    assert off_diagonal(torch.corrcoef(f.T)) > 0.5 and off_diagonal(torch.corrcoef(w.T)) < 0.15
+    # Exactly, where every whitened row has the same norm: 4 zero-mean, orthogonal +-1 columns of a
+    # 64 x 64 Hadamard matrix, scaled 4 : 3 : 2 : 1 and mixed into 10 features. The normalisation is
+    # then one factor for all rows, so the components keep mean 0 and equal, uncorrelated variances:
+    # w^T w / N = I / 4 (without the whitening, the components would keep the 16 : 9 : 4 : 1 variances).
+    H = torch.ones(1, 1)
+    while len(H) < 64:
+        H = torch.cat([torch.cat([H, H], 1), torch.cat([H, -H], 1)])
+    f = H[:, 1:5] @ torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0])) @ torch.randn(4, 10)  # (64, 10)
+    w = ssl.pca_whiten(f, 4)
+    assert off_diagonal(torch.corrcoef(f.T)) > 0.5
+    assert torch.allclose(w.mean(0), torch.zeros(4), atol=1e-6)
+    assert torch.allclose(w.T @ w / 64, torch.eye(4) / 4, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- relative position (7.2)
