@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from unsuplab import data
+from unsuplab.checks import CheckFailed
 from unsuplab.models import ssl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +148,113 @@ def test_reassign_leaves_no_empty_cluster_and_moves_points_only_into_empty_ones(
     assert torch.equal(ssl.reassign_empty_clusters(features, full, 10), full)
     with pytest.raises(ValueError, match="k <= N"):
         ssl.reassign_empty_clusters(torch.randn(3, 2), torch.zeros(3, dtype=torch.long), 5)
+
+
+def split_the_other_way(features, assignments, k):
+    """A correct split with every choice among equals made unlike the reference: the last of the largest
+    clusters, the last of its farthest points, and the floor(s/2) points with the smallest projections move."""
+    assignments = assignments.clone()
+    sizes = torch.bincount(assignments, minlength=k)
+    for j in torch.nonzero(sizes == 0).flatten().tolist():
+        c = int(torch.nonzero(sizes == sizes.max()).flatten()[-1])
+        members = torch.nonzero(assignments == c).flatten()
+        centred = features[members] - features[members].mean(0)
+        norms = centred.pow(2).sum(1)
+        direction = centred[torch.nonzero(norms == norms.max()).flatten()[-1]]
+        moving = members[torch.argsort(centred @ direction, stable=True)[: len(members) // 2]]
+        assignments[moving] = j
+        sizes[j], sizes[c] = len(moving), len(members) - len(moving)
+    return assignments
+
+
+def reassignment_cases():
+    g = torch.Generator().manual_seed(3)
+    corners = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]]).repeat(10, 1)  # every split has ties
+    return [(torch.tensor([[0.0], [1.0], [2.0], [3.0]]), torch.zeros(4, dtype=torch.long), 2),
+            (torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g), 8),
+            (torch.randn(30, 2, generator=g), torch.zeros(30, dtype=torch.long), 6),
+            (torch.randn(100, 4, generator=g), torch.randint(0, 4, (100,), generator=g), 20),
+            (corners, torch.zeros(30, dtype=torch.long), 7),
+            (torch.randn(50, 3, generator=g), torch.arange(50) % 10, 10)]  # nothing to do
+
+
+def test_the_reassignment_check_accepts_any_tie_breaking(capsys):
+    cases = reassignment_cases()
+    ssl.check_reassignment(ssl.reassign_empty_clusters, cases)
+    ssl.check_reassignment(split_the_other_way, cases)
+    assert capsys.readouterr().out.count("✓") == 2
+    differ = [not torch.equal(ssl.reassign_empty_clusters(*case), split_the_other_way(*case)) for case in cases]
+    assert sum(differ) >= 4  # a check by equality with the reference would refuse a correct answer
+    points, before, k = cases[0]  # 0, 1, 2, 3: both 0 and 3 are farthest from 1.5, so either half may move
+    assert ssl.reassign_empty_clusters(points, before, k).tolist() == [1, 1, 0, 0]
+    assert ssl.reassignment_problem(points, before, torch.tensor([0, 0, 1, 1]), k) is None
+    assert ssl.reassignment_problem(points, before, torch.tensor([1, 0, 1, 0]), k) is not None
+    for seed in range(20):  # the reference always passes, also on random, partly empty assignments
+        g = torch.Generator().manual_seed(seed)
+        features, before = torch.randn(60, 3, generator=g), torch.randint(0, 4, (60,), generator=g)
+        assert ssl.reassignment_problem(features, before, ssl.reassign_empty_clusters(features, before, 12), 12) is None
+
+
+def test_the_reassignment_check_names_what_is_wrong(capsys):
+    def random_half(features, assignments, k):  # the right sizes, but not a cut across a radius
+        assignments = assignments.clone()
+        sizes = torch.bincount(assignments, minlength=k)
+        for j in torch.nonzero(sizes == 0).flatten().tolist():
+            c = int(torch.argmax(sizes))
+            members = torch.nonzero(assignments == c).flatten()
+            moving = members[torch.randperm(len(members))[: (len(members) + 1) // 2]]
+            assignments[moving] = j
+            sizes[j], sizes[c] = len(moving), len(members) - len(moving)
+        return assignments
+
+    def along_the_first_axis(features, assignments, k):  # a median cut, but along another direction
+        return ssl.reassign_empty_clusters(features[:, :1], assignments, k)
+
+    def a_third(features, assignments, k):  # a cut across the radius, but not in half
+        assignments = assignments.clone()
+        sizes = torch.bincount(assignments, minlength=k)
+        for j in torch.nonzero(sizes == 0).flatten().tolist():
+            c = int(torch.argmax(sizes))
+            members = torch.nonzero(assignments == c).flatten()
+            centred = features[members] - features[members].mean(0)
+            direction = centred[centred.pow(2).sum(1).argmax()]
+            moving = members[torch.argsort(centred @ direction, descending=True)[: (len(members) + 2) // 3]]
+            assignments[moving] = j
+            sizes[j], sizes[c] = len(moving), len(members) - len(moving)
+        return assignments
+
+    def whole_cluster(features, assignments, k):  # the largest cluster moves to j and is left empty
+        assignments = assignments.clone()
+        for j in torch.nonzero(torch.bincount(assignments, minlength=k) == 0).flatten().tolist():
+            assignments[assignments == torch.bincount(assignments, minlength=k).argmax()] = j
+        return assignments
+
+    def into_a_full_cluster(features, assignments, k):
+        new = ssl.reassign_empty_clusters(features, assignments, k)
+        return torch.where(new == 1, 2, torch.where(new == 2, 1, new))  # swaps two non-empty clusters
+
+    def in_place(features, assignments, k):
+        assignments.copy_(ssl.reassign_empty_clusters(features, assignments, k))
+        return assignments
+
+    cases = reassignment_cases()[1:4]
+    for wrong, message in [(random_half, "not one half of a largest cluster cut across"),
+                           (along_the_first_axis, "not one half of a largest cluster cut across"),
+                           (a_third, "cluster sizes, largest first, should be"),
+                           (whole_cluster, r"cluster\(s\) \[.*\] are still empty"),
+                           (into_a_full_cluster, "which was not empty"),
+                           (in_place, "in place"),
+                           (lambda f, a, k: ssl.reassign_empty_clusters(f, a, k).tolist(), "expected a torch.Tensor"),
+                           (lambda f, a, k: ssl.reassign_empty_clusters(f, a, k).float(), "integer cluster ids")]:
+        with pytest.raises(CheckFailed, match=message):
+            ssl.check_reassignment(wrong, cases)
+
+    def stub(features, assignments, k):  # the lab's exercise before it is written
+        raise NotImplementedError("TODO: split the largest cluster")
+
+    with pytest.raises(NotImplementedError):
+        ssl.check_reassignment(stub, cases)
+    assert "✗ reassign_empty_clusters is not written yet" in capsys.readouterr().out
 
 
 def test_kmeans_without_reassignment_leaves_clusters_empty_and_with_it_none():

@@ -844,6 +844,135 @@ def reassign_empty_clusters(features: torch.Tensor, assignments: torch.Tensor, k
     return assignments
 
 
+def _halves_across_a_radius(points: torch.Tensor, moved: torch.Tensor) -> bool:
+    """Whether ``moved`` (bool, (s,)) marks one side of a cut of ``points`` (s, D) across the direction from
+    their centroid to one of their farthest points: every moved point projects at least as far along it as
+    every staying point, or every one at most as far. Near-ties (float rounding) may go either way."""
+    centred = points - points.mean(0)  # (s, D)
+    norms = centred.pow(2).sum(1)  # (s,)
+    for far in torch.nonzero(norms >= norms.max() * (1 - 1e-5)).flatten():  # every farthest point, ties too
+        projection = centred @ centred[far]  # (s,)
+        slack = 1e-5 * float(projection.abs().max())
+        inside, outside = projection[moved], projection[~moved]
+        if inside.min() >= outside.max() - slack or inside.max() <= outside.min() + slack:
+            return True
+    return False
+
+
+def _undo_splits(features: torch.Tensor, before: torch.Tensor, labels: torch.Tensor, filled: list[int], k: int,
+                 failed: set, culprit: list[int]) -> bool:
+    """Whether the splits that filled the clusters ``filled`` (in that order) can be undone, the last first,
+    from ``labels`` back to ``before``: each filled cluster merges back into a cluster of the same origin
+    that was then a largest, and the two were the halves of a cut across a radius. ``culprit`` collects the
+    filled clusters for which no such parent exists."""
+    if not filled:
+        return torch.equal(labels, before)
+    j = filled[-1]
+    moved = torch.nonzero(labels == j).flatten()  # everything j holds came from one cluster at j's split
+    origin = before[moved]
+    if (origin != origin[0]).any():  # ... whose points all came from one cluster that was not empty
+        culprit.append(j)
+        return False
+    sizes = torch.bincount(labels, minlength=k)
+    sizes[j] = 0
+    for c in torch.nonzero(sizes).flatten().tolist():  # the candidate parents
+        members = torch.nonzero(labels == c).flatten()
+        s = len(members) + len(moved)
+        if (before[members] != origin[0]).any():
+            continue  # c holds points of another origin: points never move between non-empty clusters
+        if s < int(sizes.max()) or len(moved) not in (s // 2, s - s // 2):
+            continue  # c was not a largest cluster then, or j did not take half of it
+        points = features[torch.cat([moved, members])].double()  # (s, D), the moved ones first
+        if not _halves_across_a_radius(points, torch.arange(s) < len(moved)):
+            continue
+        undone = labels.clone()
+        undone[moved] = c
+        key = (len(filled), undone.numpy().tobytes())
+        if key not in failed:
+            if _undo_splits(features, before, undone, filled[:-1], k, failed, culprit):
+                return True
+            failed.add(key)
+    culprit.append(j)
+    return False
+
+
+def reassignment_problem(features: torch.Tensor, before: torch.Tensor, after, k: int) -> str | None:
+    """Why ``after`` is not a correct result of re-assigning the empty clusters of ``before``, in words, or
+    ``None`` when it is. Any tie-breaking is accepted: a correct result is one that the split of
+    :func:`reassign_empty_clusters` gives for *some* choice among equals. That is, for every cluster j
+    empty in ``before``, in increasing order, some cluster c that is then a largest is cut in two halves
+    (sizes ceil(s/2) and floor(s/2)) across the direction from c's centroid to one of its farthest points
+    (every point of one half projects at least as far along it as every point of the other), and one half
+    moves to j. Checked: (N,) integer ids in [0, k), no empty cluster, points moved only into clusters
+    that were empty, the sizes the halvings give, and a sequence of such splits that leads from
+    ``before`` to ``after`` (found by undoing them, the last first). ``features`` (N, D), ``before`` (N,).
+    """
+    n, before = len(features), before.detach().cpu().long()
+    if not isinstance(after, torch.Tensor):
+        return f"expected a torch.Tensor of cluster ids, got {type(after).__name__}."
+    if after.shape != before.shape or after.is_floating_point() or after.dtype == torch.bool:
+        return (f"expected integer cluster ids of shape ({n},), one per point, got {after.dtype} of shape "
+                f"{tuple(after.shape)}.")
+    after = after.detach().cpu().long()
+    if after.min() < 0 or after.max() >= k:
+        return f"cluster ids must lie in 0 .. {k - 1}, got ids from {int(after.min())} to {int(after.max())}."
+    sizes_before, sizes_after = torch.bincount(before, minlength=k), torch.bincount(after, minlength=k)
+    still_empty = torch.nonzero(sizes_after == 0).flatten().tolist()
+    if still_empty:
+        return f"cluster(s) {still_empty} are still empty: every empty cluster must receive points."
+    filled = torch.nonzero(sizes_before == 0).flatten().tolist()
+    wrong = torch.nonzero((after != before) & (sizes_before[after] > 0)).flatten()
+    if len(wrong):
+        i = int(wrong[0])
+        return (f"point {i} moved from cluster {int(before[i])} to cluster {int(after[i])}, which was not empty: "
+                "points may only move into the clusters that were empty.")
+    halved = sorted(sizes_before[sizes_before > 0].tolist(), reverse=True)  # halve the largest, j after j
+    for _ in filled:
+        s = halved.pop(0)
+        halved = sorted(halved + [s - s // 2, s // 2], reverse=True)
+    got = sorted(sizes_after.tolist(), reverse=True)
+    if got != halved:
+        return (f"the cluster sizes, largest first, should be {halved} after the splits, got {got}: each empty "
+                "cluster takes half of the cluster that is largest at that moment (update the sizes after "
+                "every split).")
+    culprit: list[int] = []
+    if not _undo_splits(features.detach().cpu(), before, after, filled, k, set(), culprit):
+        j = min(culprit)
+        return (f"the points given to the empty cluster {j} are not one half of a largest cluster cut across "
+                "the direction from its centroid to its farthest point: centre that cluster's points, project "
+                "them on the centred point of largest norm, and move the half with the largest projections.")
+    return None
+
+
+def check_reassignment(reassign: Callable, cases: list[tuple[torch.Tensor, torch.Tensor, int]],
+                       name: str = "reassign_empty_clusters") -> None:
+    """The self-check of the empty-cluster exercise: runs ``reassign(features, assignments, k)`` on each
+    case ``(features, assignments, k)`` and judges the result by :func:`reassignment_problem`, so any
+    correct tie-breaking passes. Prints a ✓ line or raises ``unsuplab.checks.CheckFailed`` in words."""
+    from ..checks import CheckFailed, _not_written
+
+    cases = list(cases)
+    for number, (features, assignments, k) in enumerate(cases, start=1):
+        given_features, given = features.clone(), assignments.clone()
+        case = f"test case {number} of {len(cases)}: {len(features)} points, k = {k}"
+        try:
+            after = reassign(given_features, given, k)
+        except NotImplementedError as err:
+            print(_not_written(name, reassign, err))
+            raise
+        except Exception as err:
+            raise CheckFailed(f"✗ {name} raised {type(err).__name__}: {err} ({case}); the traceback above "
+                              "shows the line.") from err
+        if not (torch.equal(given, assignments) and torch.equal(given_features, features)):
+            raise CheckFailed(f"✗ {name} changed its input in place ({case}): start from "
+                              "assignments.clone() and change the copy.")
+        problem = reassignment_problem(features, assignments, after, k)
+        if problem:
+            raise CheckFailed(f"✗ {name}: {problem} ({case})")
+    print(f"✓ {name} leaves no cluster empty and gives each empty cluster one half of a largest cluster, "
+          f"cut across the direction to its farthest point, on {len(cases)} test cases.")
+
+
 def kmeans_pseudo_labels(features: torch.Tensor, k: int, *, iters: int = 20,
                          reassign: Callable | None = reassign_empty_clusters,
                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
