@@ -196,27 +196,36 @@ def test_full_08_bert_finetuning_step():
 # Lab 9: word translation, then unsupervised (and supervised) translation
 # ----------------------------------------------------------------------------------------------
 
-def test_full_09_word_vectors_and_adversarial_alignment():
+def test_full_09_word_vectors_robust_start_and_adversarial_alignment():
     s = full_settings("09_unsupervised_translation")
-    w2v_args, adv = s["w2v"], s["adv"]
-    wv = {}
-    for i, lang in enumerate(("en", s["lang"])):
-        vocab = _zipf_vocabulary(2_500, 180_000, w2v_args["min_count"])  # about a Multi30k half's words
-        g = torch.Generator().manual_seed(s["seed"] + i)
+    game, refine, learn = s["game"], s["refine"], s["learn"]
+    for w2v_args in (s["w2v_novels"], s["w2v_captions"]):
+        vocab = _zipf_vocabulary(2_500, 180_000, w2v_args["min_count"])
+        g = torch.Generator().manual_seed(s["seed"])
         ids = torch.multinomial(vocab.counts.double(), 20_000, replacement=True, generator=g)
-        tokens = [vocab.words[j] for j in ids.tolist()]
         # the lab passes no device: word2vec runs on the CPU here in every profile
-        wv[lang] = w2v.train_word2vec(tokens, seed=s["seed"] + i, progress=False, **{**w2v_args, "epochs": 1})
-        assert wv[lang].vectors.shape[1] == w2v_args["dim"] and torch.isfinite(wv[lang].vectors).all()
-    X, Y = wt.normalize_embeddings(wv["en"].vectors), wt.normalize_embeddings(wv[s["lang"]].vectors)
-
-    W_adv, log = wt.adversarial_alignment(X, Y, seed=s["seed"], progress=False, **{**adv, "steps": 2})
-    assert W_adv.shape == (w2v_args["dim"], w2v_args["dim"])
-    assert not torch.equal(W_adv, torch.eye(w2v_args["dim"])), "the map W did not move from the identity"
+        wv = w2v.train_word2vec([vocab.words[j] for j in ids.tolist()], seed=s["seed"], progress=False,
+                                **{**w2v_args, "epochs": 1})
+        assert wv.vectors.shape[1] == w2v_args["dim"] and torch.isfinite(wv.vectors).all()
+    # The alignment code sees only matrices: two spaces as large as 5M words of novels give with
+    # min_count 10 (about 16,000 words), one a rotation of the other.
+    d = s["w2v_novels"]["dim"]
+    g = torch.Generator().manual_seed(s["seed"])
+    X = wt.normalize_embeddings(torch.randn(16_000, d, generator=g))
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
+    Y = X @ Q.T
+    W_adv, log = wt.adversarial_alignment(X, Y, seed=s["seed"], progress=False, **{**game, "steps": 2, "eval_every": 2})
+    assert W_adv.shape == (d, d)
+    assert not torch.equal(W_adv, torch.eye(d)), "the map W did not move from the identity"
     assert log["step"] == [2] and math.isfinite(log["criterion"][0]) and 0 <= log["dis_accuracy"][0] <= 1
-    refine = call_arguments("09_unsupervised_translation", "procrustes_refinement")
     W_ref, ref_log = wt.procrustes_refinement(X, Y, W_adv, **{**refine, "iterations": 1})
     assert wt.is_orthogonal(W_ref) and all(math.isfinite(c) for c in ref_log["criterion"])
+    seed_pairs = wt.similarity_seed(X, Y, n=s["n_signature"])
+    assert seed_pairs.shape[1] == 2 and len(seed_pairs) > 0
+    W_rob, rob_log = wt.self_learning(X, Y, seed_pairs, **{**learn, "iterations": 2})
+    assert wt.is_orthogonal(W_rob) and len(rob_log["criterion"]) == 2
+    pairs = torch.stack([torch.arange(s["n_iso"]), torch.arange(s["n_iso"])], 1)
+    assert wt.eigenvector_similarity(X, Y, pairs) < 1e-3 and wt.relational_similarity(X, Y, pairs) > 0.999
 
 
 def _translation_setup():

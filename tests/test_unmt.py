@@ -314,3 +314,23 @@ def test_round_trip_bleu_is_100_for_a_faithful_round_trip_and_less_for_a_broken_
     swapped = {b: a for a, b in DICTIONARY.items()} | {"chat": "dog", "chien": "cat"}   # mixes up the animals
     broken = unmt.WordByWord(vocab, {("en", "fr"): DICTIONARY, ("fr", "en"): swapped})
     assert unmt.round_trip_bleu(broken, sentences, "en", "fr") < 90
+
+
+def test_init_embeddings_from_vectors_keeps_every_cosine_and_leaves_other_words_alone():
+    vocab = unmt.MTVocab.build({"en": [["a", "dog", "runs"]], "fr": [["un", "chien", "court"]]}, min_count=1)
+    torch.manual_seed(0)
+    model = unmt.Seq2Seq(vocab, d_model=16, nhead=2, layers=1, ff=32, dropout=0.0)
+    before = model.embed.weight.detach().clone()
+    V = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    vectors = {"en": (["dog", "runs", "cat"], V[:3]), "fr": (["chien"], V[3:])}      # "cat" has no id
+    assert unmt.init_embeddings_from_vectors(model, vectors) == 3
+    E = model.embed.weight.detach()
+    ids = [vocab.index["en"]["dog"], vocab.index["en"]["runs"], vocab.index["fr"]["chien"]]
+    cos = torch.nn.functional.normalize(E[ids], dim=1)
+    expected = V[[0, 1, 3]] @ V[[0, 1, 3]].T
+    assert torch.allclose(cos @ cos.T, expected, atol=1e-5)                # a word and its translation stay neighbours
+    assert torch.allclose(E[ids].norm(dim=1), before.norm(dim=1).mean().expand(3), atol=1e-5)   # same scale
+    untouched = [i for i in range(len(vocab)) if i not in ids]
+    assert torch.equal(E[untouched], before[untouched])
+    with pytest.raises(ValueError, match="d <= d_model"):
+        unmt.init_embeddings_from_vectors(model, {"en": (["dog"], torch.randn(1, 32))})

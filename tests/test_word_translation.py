@@ -286,6 +286,15 @@ def test_similarity_seed_then_self_learning_find_a_hidden_rotation_without_a_dic
     assert wt.translation_precision(X @ W.T, Y, gold, method="csls")["P@1"] > 0.9
 
 
+def test_similarity_seed_works_for_vocabularies_of_different_sizes():
+    # two languages never have the same number of words: the signatures must still compare
+    X = clustered_cloud(300, 8)
+    Y = wt.normalize_embeddings(X[:260] @ random_orthogonal(8, 5).T, center=False)
+    seed = wt.similarity_seed(X, Y, n=1_000)
+    assert seed.shape[1] == 2 and len(seed) > 0
+    assert seed[:, 0].max() < 260 and seed[:, 1].max() < 260
+
+
 def test_self_learning_refuses_an_empty_seed_and_a_bad_keep():
     X = clustered_cloud(50, 4)
     with pytest.raises(ValueError, match="seed dictionary"):

@@ -53,6 +53,7 @@ from ..train import progress as progress_bar
 __all__ = [
     "tokenize_sentence", "detokenize", "MTVocab", "pad", "monolingual_halves", "word_drop", "local_shuffle",
     "add_noise", "Seq2Seq", "WordByWord", "best_translations", "init_embeddings_from_dictionary",
+    "init_embeddings_from_vectors",
     "denoising_loss", "back_translation_loss", "translate_ids", "translate_sentences", "round_trip_bleu",
     "BackTranslations", "train_unmt", "train_supervised",
 ]
@@ -447,6 +448,40 @@ def init_embeddings_from_dictionary(model: Seq2Seq, translator: WordByWord, src:
     found = table[ids] != model.vocab.unk_id
     model.embed.weight[ids[found]] = model.embed.weight[table[ids[found]]]
     return int(found.sum())
+
+
+def init_embeddings_from_vectors(model: Seq2Seq, vectors: dict[str, tuple[Sequence[str], torch.Tensor]],
+                                 seed: int = 0) -> int:
+    """Start each word's embedding at its cross-lingual word vector, as Lample et al. do.
+
+    ``vectors[lang] = (words, V)``, the rows of ``V`` (n, d) in **one** space shared by the languages
+    (e.g. ``X W^T`` for English and ``Y`` for French after word translation), ``d <= d_model``. A fixed
+    random matrix ``P`` (d_model, d) with orthonormal columns puts them in the model's space: ``P v``
+    keeps every cosine, so a word and its translation begin as neighbours, and every similarity the
+    vectors learned is kept (a dictionary keeps only each word's best translation). Rows are scaled to
+    the mean length of the model's embeddings, so the model's scale is unchanged; words without a
+    vector keep their random start. Returns how many rows were set.
+    """
+    E = model.embed.weight                                              # (V, d_model)
+    dims = {V.shape[1] for _, V in vectors.values()}
+    if len(dims) != 1 or next(iter(dims)) > E.shape[1]:
+        raise ValueError(f"the word vectors must share one dimension d <= d_model = {E.shape[1]}, got dimensions "
+                         f"{sorted(dims)}: align them first (word translation), or build a larger model.")
+    g = torch.Generator().manual_seed(seed)
+    P, _ = torch.linalg.qr(torch.randn(E.shape[1], dims.pop(), generator=g))   # (d_model, d), P^T P = I
+    scale = E.detach().norm(dim=1).mean()
+    n = 0
+    with torch.no_grad():
+        for lang, (words, V) in vectors.items():
+            index = model.vocab.index[lang]
+            rows = [(index[w], i) for i, w in enumerate(words) if w in index]
+            if not rows:
+                continue
+            ids, which = (torch.tensor(column) for column in zip(*rows))
+            embedded = F.normalize(V[which].detach().float().cpu(), dim=1) @ P.T    # (r, d_model), unit rows
+            E[ids.to(E.device)] = (scale * embedded).to(E.device, E.dtype)
+            n += len(rows)
+    return n
 
 
 # ---------------------------------------------------------------------------------------------

@@ -437,7 +437,9 @@ def similarity_signatures(X: torch.Tensor, n: int = 4_000) -> torch.Tensor:
 
 def similarity_seed(X: torch.Tensor, Y: torch.Tensor, *, n: int = 4_000, k: int = 10) -> torch.Tensor:
     """A dictionary (p, 2) without any bilingual resource: pairs among the ``n`` most frequent words of
-    each side whose similarity signatures (9.13) are each other's CSLS neighbours."""
+    each side whose similarity signatures (9.13) are each other's CSLS neighbours. Both sides use the same
+    ``n`` (at most the smaller vocabulary), so that their signatures have the same length."""
+    n = min(n, len(X), len(Y))
     return induce_dictionary(similarity_signatures(X, n), similarity_signatures(Y, n), max_rank=n, k=k)
 
 
