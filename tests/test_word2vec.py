@@ -4,6 +4,7 @@ import hashlib
 import io
 import math
 import os
+import time
 import zipfile
 
 import pytest
@@ -12,8 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from unsuplab import data
-from unsuplab.models.word2vec import (SkipGram, Vocabulary, keep_probabilities, noise_distribution, sample_noise,
-                                      sgns_loss, skipgram_pairs, subsample, train_word2vec)
+from unsuplab.models import word2vec as w2v
+from unsuplab.models.word2vec import (Progress, SkipGram, Vocabulary, keep_probabilities, noise_distribution,
+                                      run_hogwild, sample_noise, sgns_loss, skipgram_pairs, subsample, train_chunk,
+                                      train_word2vec)
 from unsuplab.wordvectors import (WordVectors, analogy_accuracy, cosine_similarity, nearest_neighbours,
                                   similarity_spearman, spearman)
 
@@ -188,6 +191,74 @@ def test_training_is_reproducible_with_one_thread():
     runs = [train_word2vec(tokens, dim=8, epochs=1, min_count=1, threads=1, seed=1, progress=False)
             for _ in range(2)]
     assert torch.equal(runs[0].vectors, runs[1].vectors)
+
+
+@pytest.mark.parametrize("shared_negatives", [4, None])
+def test_a_chunk_decays_the_learning_rate_and_touches_only_its_words_and_noise_words(shared_negatives):
+    # Words 0-5 make the chunk; the noise distribution puts all its mass on words 6 and 7; words 8-11
+    # are in neither, so no row of theirs may move, and only the chunk's centers move in W_in.
+    g = torch.Generator().manual_seed(0)
+    model = SkipGram(12, 4, g)
+    with torch.no_grad():
+        model.W_out.weight.normal_(generator=g)
+    W_in, W_out = model.W_in.weight.clone(), model.W_out.weight.clone()
+    cdf = noise_distribution(torch.tensor([0] * 6 + [5, 3] + [0] * 4)).double().cumsum(0).float()
+    steps = []                                          # (centers, contexts, noise words, eta) of every step
+    sgd_step = model.sgd_step
+
+    def recording_step(centers, contexts, negatives, lr, *args, **kwargs):
+        steps.append((centers, contexts, negatives, lr))
+        return sgd_step(centers, contexts, negatives, lr, *args, **kwargs)
+
+    model.sgd_step = recording_step
+    chunk = torch.randint(6, (400,), generator=g)
+    progress = Progress(corpus_words=1_000, total_words=2_000, words_done=600)   # 30% of the training done
+    train_chunk(model, chunk, progress, keep=torch.ones(12), cdf=cdf, window=2, negatives=3,
+                shared_negatives=shared_negatives, lr=0.1, batch_size=8, generator=g)
+
+    etas = [eta for *_, eta in steps]
+    assert etas[0] == pytest.approx(0.1 * (1 - 600 / 2_000))            # (8.6) where the chunk starts ...
+    assert all(a > b for a, b in zip(etas, etas[1:]))                   # ... falling batch by batch ...
+    assert etas[-1] > 0.1 * (1 - 1_000 / 2_000)                         # ... towards where it ends
+    assert all(s[2].shape == ((shared_negatives,) if shared_negatives else (len(s[0]), 3)) for s in steps)
+    assert set(torch.cat([s[2].reshape(-1) for s in steps]).tolist()) == {6, 7}
+    moved_in = (model.W_in.weight != W_in).any(1).nonzero().reshape(-1).tolist()
+    moved_out = (model.W_out.weight != W_out).any(1).nonzero().reshape(-1).tolist()
+    assert moved_in == list(range(6)) and moved_out == list(range(8))
+    assert progress.words_done == 1_000 and progress.pairs == sum(len(s[0]) for s in steps)
+    # one loss in 16 batches, a point every 4 losses, and the chunk's last losses as a point at its end
+    assert len(progress.curve) == math.ceil(math.ceil(len(steps) / 16) / 4)
+    assert progress.curve[-1][0] == 1_000 / 1_000          # in epochs: one of the two
+
+
+def test_a_failing_worker_stops_the_others_and_its_error_reaches_the_caller(monkeypatch):
+    taken = []
+
+    def worker(w, next_job):
+        while (job := next_job()) is not None:
+            taken.append(job)
+            if job == 2:
+                raise ValueError("job 2 failed")
+            time.sleep(0.002)
+
+    threads = torch.get_num_threads()
+    with pytest.raises(ValueError, match="job 2 failed"):
+        run_hogwild(range(1_000), worker, threads=2)
+    assert 3 <= len(taken) < 1_000                      # the other worker stopped long before the end
+    assert torch.get_num_threads() == threads           # torch's thread count is restored
+    taken.clear()
+    with pytest.raises(ValueError, match="job 2 failed"):
+        run_hogwild(range(10), worker, threads=None)    # one worker in this thread, as on a GPU
+    assert taken == [0, 1, 2]
+    # without a failure every job is done exactly once
+    done = []
+    run_hogwild(range(50), lambda w, next_job: done.extend(iter(next_job, None)), threads=3)
+    assert sorted(done) == list(range(50))
+    # and train_word2vec hands on what its workers raise
+    monkeypatch.setattr(w2v, "train_chunk", lambda *args, **kwargs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        train_word2vec(topic_corpus(50), min_count=1, threads=2, progress=False)
+    assert torch.get_num_threads() == threads
 
 
 def test_training_explains_bad_input():

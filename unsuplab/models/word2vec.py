@@ -35,10 +35,10 @@ equations, numbered as in the book:
 
 Written for a GPU: the corpus is one tensor of word ids; a chunk of it is subsampled (8.4) and turned
 into all its (center, context) pairs (8.1) with one vectorised step per window offset; the pairs are
-shuffled and consumed in batches; each batch gathers the rows it needs, applies (8.5) by hand (no
-autograd, no dense gradient: only the rows of the batch are touched) and adds the updates back with
-``index_add_``. On a CPU, several threads share the two matrices without locks ("Hogwild", Recht
-et al. 2011, as word2vec.c and gensim do).
+shuffled and consumed in batches (``train_chunk``); each batch gathers the rows it needs, applies
+(8.5) by hand (no autograd, no dense gradient: only the rows of the batch are touched) and adds the
+updates back with ``index_add_`` (``SkipGram.sgd_step``). On a CPU, several threads share the two
+matrices without locks ("Hogwild", Recht et al. 2011, as word2vec.c and gensim do; ``run_hogwild``).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -295,6 +295,118 @@ def _as_ids(tokens, vocab: Vocabulary | None, min_count: int, max_vocab: int | N
     return vocab.encode(tokens), vocab, len(tokens)
 
 
+@dataclass
+class Progress:
+    """What the workers have done so far, shared by all of them (and updated under ``lock``).
+
+    ``words_done`` counts the corpus words (ids in the vocabulary) of the finished chunks; the
+    learning rate (8.6) reads it, so a worker's rate also falls with the chunks the others finish.
+    """
+
+    corpus_words: int                 # len(ids): words of the corpus in the vocabulary
+    total_words: int                  # epochs * corpus_words: the words of the whole training
+    raw_words: int = 0                # the corpus before dropping rare words (what the progress bar counts)
+    bar: object | None = None         # a tqdm bar, or None
+    words_done: int = 0
+    pairs: int = 0
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (epochs done, mean loss of 4 sampled batches)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def chunk_finished(self, words: int, pairs: int, losses: list[float]) -> None:
+        """Count a finished chunk of ``words`` and ``pairs``; its last (fewer than 4) losses make a point."""
+        with self.lock:
+            self.words_done += words
+            self.pairs += pairs
+            if losses:
+                self.curve.append((self.words_done / self.corpus_words, sum(losses) / len(losses)))
+            if self.bar is not None:
+                self.bar.update(round(words * self.raw_words / self.corpus_words))
+
+
+def train_chunk(model: SkipGram, chunk: torch.Tensor, progress: Progress, *, keep: torch.Tensor,
+                cdf: torch.Tensor, window: int, negatives: int, shared_negatives: int | None, lr: float,
+                batch_size: int, generator: torch.Generator | None = None) -> None:
+    """Train ``model`` on one ``chunk`` (N,) of word ids: eqs. (8.4), (8.1), then (8.5)-(8.7) batch by batch.
+
+    1. subsample the chunk, keeping each word with probability ``keep[w]`` (8.4);
+    2. turn the survivors into all their (center, context) pairs with dynamic windows (8.1);
+    3. shuffle the pairs, so that a batch mixes the whole chunk;
+    4. one SGD step (8.5)-(8.6) per batch of ``batch_size`` pairs, with noise words drawn from the
+       cumulative distribution ``cdf`` (8.3): ``shared_negatives`` K' shared by the batch, each weighted
+       K / K' (8.7), or ``negatives`` K per pair (8.2) when ``shared_negatives`` is None. The learning rate
+       falls linearly with the words done, eta = lr * max(1e-4, 1 - done / total) (8.6), where ``done``
+       counts ``progress.words_done`` and the share of this chunk already consumed.
+
+    Random numbers are drawn from ``generator`` in this order: the subsampling, the windows b_t, the
+    shuffle, then each batch's noise words. One loss in 16 batches is measured and every 4 of them make
+    a point of ``progress.curve``; the chunk's words and pairs are added to ``progress`` at the end.
+    """
+    centers, contexts = skipgram_pairs(subsample(chunk, keep, generator), window, generator)   # (P,), (P,)
+    order = torch.randperm(len(centers), generator=generator, device=chunk.device)
+    centers, contexts = centers[order], contexts[order]                                      # (P,), (P,)
+    noise_weight = negatives / shared_negatives if shared_negatives else 1.0                # K / K' (8.7)
+    losses = []
+    for i, b in enumerate(range(0, len(centers), batch_size)):
+        done = progress.words_done + len(chunk) * b / max(len(centers), 1)   # words, this chunk's share too
+        eta = lr * max(1e-4, 1.0 - done / progress.total_words)                             # (8.6)
+        c, o = centers[b:b + batch_size], contexts[b:b + batch_size]                         # (B,), (B,)
+        shape = (shared_negatives,) if shared_negatives else (len(c), negatives)             # (K',) or (B, K)
+        loss = model.sgd_step(c, o, sample_noise(cdf, shape, generator), eta, noise_weight,
+                              return_loss=i % 16 == 0)
+        if loss is not None:
+            losses.append(loss)
+        if len(losses) == 4:                               # a point of the loss curve every 64 batches
+            progress.curve.append((done / progress.corpus_words, sum(losses) / len(losses)))
+            losses = []
+    progress.chunk_finished(len(chunk), len(centers), losses)
+
+
+def run_hogwild(jobs: Sequence, worker: Callable[[int, Callable[[], object]], None], threads: int | None) -> None:
+    """Run ``worker(w, next_job)`` for ``w`` in ``range(threads)``, each on its own thread, sharing ``jobs``.
+
+    ``next_job()`` hands out the jobs in order, one at a time, and ``None`` once they are all taken or
+    a worker has failed. The workers share the model without locks (Hogwild, Recht et al. 2011).
+    Torch runs on one thread per worker meanwhile (the batches are too small for torch's own threads
+    to pay, and they stall badly on a busy machine; the workers run in parallel because torch frees
+    the GIL); the thread count is restored afterwards. The first exception raised by a worker stops
+    the others at their next job and is raised here. ``threads=None`` runs one worker (``w = 0``)
+    in the calling thread, as on a GPU, whose kernels already run in parallel.
+    """
+    pending = iter(jobs)
+    lock = threading.Lock()
+    failed = threading.Event()
+    errors: list[BaseException] = []
+
+    def next_job():
+        if failed.is_set():
+            return None
+        with lock:
+            return next(pending, None)
+
+    def run(w: int) -> None:
+        try:
+            worker(w, next_job)
+        except BaseException as error:  # noqa: BLE001 - raised again in the calling thread
+            errors.append(error)
+            failed.set()
+
+    if threads is None:
+        run(0)
+    else:
+        old = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            workers = [threading.Thread(target=run, args=(w,), daemon=True) for w in range(threads)]
+            for thread in workers:
+                thread.start()
+            for thread in workers:
+                thread.join()
+        finally:
+            torch.set_num_threads(old)
+    if errors:
+        raise errors[0]
+
+
 def train_word2vec(tokens, *, vocab: Vocabulary | None = None, dim: int = 100, window: int = 5,
                    negatives: int = 5, shared_negatives: int | str | None = "auto", epochs: int = 5,
                    sample: float = 1e-3, min_count: int = 5, max_vocab: int | None = None, lr: float = 0.025,
@@ -341,88 +453,30 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, dim: int = 100, w
     keep = keep_probabilities(vocab.counts, sample).to(device)                 # (V,)
     cdf = noise_distribution(vocab.counts).double().cumsum(0).float().to(device)  # (V,)
     model = SkipGram(len(vocab), dim, torch.Generator().manual_seed(seed)).to(device)
-    noise_weight = negatives / shared_negatives if shared_negatives else 1.0
-    n_noise = shared_negatives or negatives
 
     # Jobs are (epoch, chunk start); workers take them in order and share the matrices (Hogwild).
-    starts = range(0, len(ids), chunk_size)
-    jobs = iter([(epoch, start) for epoch in range(epochs) for start in starts])
-    total = epochs * len(ids)
-    state = {"done": 0, "pairs": 0}
-    curve: list[tuple[float, float]] = []    # (epochs done, mean loss of a sample of the last 64 batches)
-    lock = threading.Lock()
-    bar_total = epochs * n_raw
+    jobs = [(epoch, start) for epoch in range(epochs) for start in range(0, len(ids), chunk_size)]
     from ..train import progress as progress_bar
 
-    bar = progress_bar(total=bar_total, unit="word", unit_scale=True, desc="word2vec") if progress else None
+    bar = progress_bar(total=epochs * n_raw, unit="word", unit_scale=True, desc="word2vec") if progress else None
+    tally = Progress(corpus_words=len(ids), total_words=epochs * len(ids), raw_words=n_raw, bar=bar)
 
-    errors: list[BaseException] = []
-
-    def work(worker: int) -> None:
-        try:
-            run_jobs(worker)
-        except BaseException as error:  # noqa: BLE001 - handed to the main thread, which raises it
-            errors.append(error)
-            with lock:
-                state["stop"] = True
-
-    def run_jobs(worker: int) -> None:
-        g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + worker)
-        while not state.get("stop"):
-            with lock:
-                job = next(jobs, None)
-            if job is None:
-                return
+    def worker(w: int, next_job) -> None:  # its own random numbers: one worker is reproducible
+        g = torch.Generator(device=device).manual_seed(seed * 1_000_003 + w)
+        while (job := next_job()) is not None:
             _, start = job
-            chunk = ids[start:start + chunk_size]
-            centers, contexts = skipgram_pairs(subsample(chunk, keep, g), window, g)   # (P,), (P,)
-            order = torch.randperm(len(centers), generator=g, device=device)
-            centers, contexts = centers[order], contexts[order]
-            losses = []
-            for i, b in enumerate(range(0, len(centers), batch_size)):
-                done = state["done"] + len(chunk) * b / max(len(centers), 1)
-                eta = lr * max(1e-4, 1.0 - done / total)                           # (8.6)
-                c, o = centers[b:b + batch_size], contexts[b:b + batch_size]
-                shape = (n_noise,) if shared_negatives else (len(c), negatives)
-                loss = model.sgd_step(c, o, sample_noise(cdf, shape, g), eta, noise_weight,
-                                      return_loss=i % 16 == 0)
-                if loss is not None:
-                    losses.append(loss)
-                if len(losses) == 4:                       # a point of the loss curve every 64 batches
-                    curve.append((done / len(ids), sum(losses) / len(losses)))
-                    losses = []
-            with lock:
-                state["done"] += len(chunk)
-                state["pairs"] += len(centers)
-                if losses:
-                    curve.append((state["done"] / len(ids), sum(losses) / len(losses)))
-                if bar is not None:
-                    bar.update(round(len(chunk) * n_raw / len(ids)))
+            train_chunk(model, ids[start:start + chunk_size], tally, keep=keep, cdf=cdf, window=window,
+                        negatives=negatives, shared_negatives=shared_negatives, lr=lr, batch_size=batch_size,
+                        generator=g)
 
     t_train = time.perf_counter()
-    if on_gpu:
-        work(0)
-    else:
-        # One core per worker: the batches are too small for torch's own threads to pay (and they
-        # stall badly on a busy machine); the workers run in parallel because torch frees the GIL.
-        old = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            workers = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(threads)]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
-        finally:
-            torch.set_num_threads(old)
-    if errors:
-        raise errors[0]
+    run_hogwild(jobs, worker, threads=None if on_gpu else threads)
     if device.type == "cuda":
         torch.cuda.synchronize(device)  # the GPU may still be working through the last batches
     seconds = time.perf_counter() - t_train
     if bar is not None:
         bar.close()
-    curve.sort()
+    curve = sorted(tally.curve)
     weights = model.W_in.weight.detach()
     if not torch.isfinite(weights).all():
         raise FloatingPointError("the word vectors contain NaN or inf: the learning rate is too high for this "
@@ -431,7 +485,7 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, dim: int = 100, w
     wv.stats = {
         "train_seconds": seconds, "total_seconds": time.perf_counter() - t_start,
         "words_per_second": epochs * n_raw / seconds, "raw_words": n_raw, "epochs": epochs,
-        "pairs": state["pairs"], "vocab_size": len(vocab), "threads": threads, "device": str(device),
+        "pairs": tally.pairs, "vocab_size": len(vocab), "threads": threads, "device": str(device),
         "loss_curve": curve,
         "settings": dict(dim=dim, window=window, negatives=negatives, shared_negatives=shared_negatives,
                          epochs=epochs, sample=sample, min_count=min_count, lr=lr, batch_size=batch_size,
