@@ -221,6 +221,28 @@ def test_single_thread_on_cpu_pins_one_thread_and_restores_the_count():
         assert torch.get_num_threads() == threads
 
 
+def test_the_game_steps_on_one_thread_and_scores_its_criterion_on_all(monkeypatch):
+    if torch.get_num_threads() < 2:
+        pytest.skip("needs two torch threads to tell them apart")
+    threads, seen = torch.get_num_threads(), {"step": set(), "criterion": set()}
+    step, criterion = wt.mapping_step, wt.unsupervised_criterion
+
+    def spy_step(*args, **kwargs):
+        seen["step"].add(torch.get_num_threads())
+        return step(*args, **kwargs)
+
+    def spy_criterion(*args, **kwargs):
+        seen["criterion"].add(torch.get_num_threads())
+        return criterion(*args, **kwargs)
+
+    monkeypatch.setattr(wt, "mapping_step", spy_step)
+    monkeypatch.setattr(wt, "unsupervised_criterion", spy_criterion)
+    X = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
+    wt.adversarial_alignment(X, X, steps=4, dis_steps=1, batch_size=8, hidden=8, eval_every=2, criterion_words=20,
+                             progress=False)
+    assert seen == {"step": {1}, "criterion": {threads}} and torch.get_num_threads() == threads
+
+
 # --------------------------------------------------------------------------- the controlled case
 
 def test_adversarial_alignment_and_procrustes_recover_a_hidden_rotation():

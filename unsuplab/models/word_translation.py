@@ -287,21 +287,24 @@ def mapping_step(dis: Discriminator, optimizer: torch.optim.Optimizer, W: torch.
 
 
 @contextmanager
-def single_thread_on_cpu(device):
-    """Run the body with one torch thread when ``device`` is a CPU, and restore the thread count after.
-
-    The game takes thousands of tiny steps: on a CPU, more threads only add waiting. Elsewhere
-    (a GPU) it changes nothing.
-    """
+def cpu_threads(n: int, device):
+    """Run the body with ``n`` torch threads when ``device`` is a CPU, and restore the thread count after.
+    Elsewhere (a GPU) it changes nothing."""
     if torch.device(device).type != "cpu":
         yield
         return
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def single_thread_on_cpu(device):
+    """One torch thread for the body on a CPU: the game takes thousands of tiny steps, for which more
+    threads only add waiting."""
+    return cpu_threads(1, device)
 
 
 @torch.no_grad()
@@ -334,6 +337,7 @@ def adversarial_alignment(X: torch.Tensor, Y: torch.Tensor, *, steps: int = 20_0
     X, Y = _matrix("X", X), _matrix("Y", Y, X.shape[1])
     d, device = X.shape[1], X.device
     log = {"step": [], "criterion": [], "dis_accuracy": [], "dis_loss": [], "best_step": 0}
+    threads = torch.get_num_threads()                                  # the caller's, for the criterion
     with single_thread_on_cpu(device):
         g = torch.Generator(device="cpu").manual_seed(seed)
         torch.manual_seed(seed)
@@ -353,7 +357,8 @@ def adversarial_alignment(X: torch.Tensor, Y: torch.Tensor, *, steps: int = 20_0
             x, y = _sample_words(X, Y, batch_size, n_x, n_y, g)
             mapping_step(dis, opt_w, W, x, y, smooth, beta)                             # (9.3), (9.4)
             if step % eval_every == 0 or step == steps:
-                criterion = unsupervised_criterion(F.normalize(X @ W.detach().T, dim=1), Y, criterion_words)
+                with cpu_threads(threads, device):                       # (9.7): one big product, every core
+                    criterion = unsupervised_criterion(F.normalize(X @ W.detach().T, dim=1), Y, criterion_words)
                 log["step"].append(step)
                 log["criterion"].append(criterion)
                 log["dis_accuracy"].append(sum(dis_accuracies) / max(len(dis_accuracies), 1))
