@@ -315,18 +315,13 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "shortcut_acc_touching - shortcut_acc_gap_jitter >= 0.2", unit="pts"),
     ),
     "08_word2vec": _claims(
-        Claim("king_queen", "king − man + woman lands nearest to queen.", "king_minus_man_plus_woman == 'queen'",
-              expected_to_fail="issue 15: after one epoch of multi-threaded (Hogwild) training the answer "
-                               "changes from run to run: the 23 November run gave queen, the idle re-run of "
-                               "2 December elizabeth; the 5-epoch cpu profile issue 15 asks for should settle it"),
+        Claim("king_queen", "king − man + woman lands nearest to queen.", "king_minus_man_plus_woman == 'queen'"),
         Claim("analogies_far_above_chance", "Skip-gram vectors solve at least 15% of the analogy questions "
               "they cover (chance is below 0.01%).", "analogy_acc >= 0.15", unit="%"),
         Claim("similarity_matches_people", "Cosine similarity agrees with human similarity judgments "
               "(WordSim-353 Spearman ρ ≥ 0.5).", "wordsim353_spearman >= 0.5"),
         Claim("analogy_goal", "The cpu profile reaches gensim's 5-epoch quality: at least 38% analogy accuracy.",
-              "analogy_acc >= 0.38", unit="%", profiles=("cpu",),
-              expected_to_fail="issue 15: the cpu profile trains one epoch; gensim reaches 39% with 5 "
-                               "epochs on this corpus"),
+              "analogy_acc >= 0.38", unit="%", profiles=("cpu",)),
     ),
     "08_bert": _claims(
         Claim("mlm_beats_unigram", "Masked-token prediction learns context: its accuracy beats the unigram "
