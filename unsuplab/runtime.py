@@ -28,6 +28,7 @@ import platform
 import random
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,21 @@ def device_name(device: torch.device | str | None = None) -> str:
     except OSError:
         pass
     return f"CPU: {cpu} ({os.cpu_count()} cores)"
+
+
+@contextmanager
+def cpu_threads(n: int, device="cpu"):
+    """Run the body with ``n`` torch threads when ``device`` is a CPU, and restore the thread count after
+    (after an error too). Elsewhere (a GPU) it changes nothing."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def seed_everything(seed: int = 0, deterministic: bool = False) -> None:

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import cpu_threads
 from ..wordvectors import WordVectors
 
 
@@ -393,16 +394,12 @@ def run_hogwild(jobs: Sequence, worker: Callable[[int, Callable[[], object]], No
     if threads is None:
         run(0)
     else:
-        old = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with cpu_threads(1):
             workers = [threading.Thread(target=run, args=(w,), daemon=True) for w in range(threads)]
             for thread in workers:
                 thread.start()
             for thread in workers:
                 thread.join()
-        finally:
-            torch.set_num_threads(old)
     if errors:
         raise errors[0]
 

@@ -41,13 +41,13 @@ Everything is device-agnostic: tensors follow the inputs or the module's paramet
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..runtime import cpu_threads
 from ..train import progress as progress_bar
 
 __all__ = [
@@ -284,21 +284,6 @@ def mapping_step(dis: Discriminator, optimizer: torch.optim.Optimizer, W: torch.
     optimizer.step()
     orthogonalize_step(W.data, beta)                                   # (9.4)
     return loss.item()
-
-
-@contextmanager
-def cpu_threads(n: int, device):
-    """Run the body with ``n`` torch threads when ``device`` is a CPU, and restore the thread count after.
-    Elsewhere (a GPU) it changes nothing."""
-    if torch.device(device).type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def single_thread_on_cpu(device):
