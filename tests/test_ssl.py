@@ -403,6 +403,25 @@ def test_npid_loss_is_the_softmax_over_the_memory_bank_and_the_update_stays_on_t
     assert torch.allclose(bank.v.norm(dim=1), torch.ones(10))
 
 
+def test_the_memory_bank_can_start_from_the_networks_own_embeddings():
+    torch.manual_seed(0)
+    net = ssl.InstanceNet(ssl.convnet(4), dim=8)
+    x = torch.rand(10, 3, 16, 16)
+    bank = ssl.MemoryBank(10, dim=8)
+    assert bank.start_from(net, x, batch_size=4) is bank  # in batches, in the order of the images
+    with torch.no_grad():
+        expected = torch.cat([net(x[i:i + 4]) for i in range(0, 10, 4)])
+    torch.testing.assert_close(bank.v, expected)
+    assert torch.allclose(bank.v.norm(dim=1), torch.ones(10))
+    # so the first step's loss is far below that of random memories: each image is near its own memory
+    index = torch.arange(10)
+    assert ssl.npid_loss(expected, index, bank) < ssl.npid_loss(expected, index, ssl.MemoryBank(10, dim=8)) - 1
+    with pytest.raises(ValueError, match="holds 10 memories but 9 images"):
+        bank.start_from(net, x[:9])
+    with pytest.raises(ValueError, match="dim=8"):
+        ssl.MemoryBank(10, dim=5).start_from(net, x)
+
+
 # ---------------------------------------------------------------------------- augmentations
 
 def test_augmentations_keep_shape_and_range_and_do_nothing_when_told_to():
@@ -611,3 +630,25 @@ def test_cifar10_errors_say_what_to_do(tmp_path, monkeypatch):
     if MIRROR:
         with pytest.raises(ValueError, match="n=20,000 is larger"):
             data.cifar10("test", n=20_000, source="jpeg")
+
+
+@needs_mirror
+def test_the_ablation_benchmark_runs_every_comparison_and_measures_each_against_random_weights(tmp_path):
+    # a tiny run of benchmarks/ssl_ablations.py: the measured numbers come from the cpu-sized run
+    import runpy
+
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "ssl_ablations.py"))
+    out = tmp_path / "ablations.json"
+    assert bench["main"](["--n-train", "256", "--n-test", "128", "--width", "4", "--batch-size", "32", "--steps", "2",
+                          "--npid-steps", "2", "--dc-k", "8", "--dc-rounds", "2", "--dc-steps", "2",
+                          "--relpos-steps", "2", "3", "--out", str(out), "--allow-busy"]) == 0
+    result = json.loads(out.read_text())
+    runs = result["results"]
+    assert len(runs) == 1 + 2 + 2 + 2 + 2 + 3
+    assert runs["random weights"]["linear_over_random"] == 0
+    lopsided = runs["DeepCluster from a lopsided start, no fixes"]
+    assert lopsided["largest"][0] >= 0.4 and lopsided["empty"][0] >= 8 // 2 - 1  # the first round is forced uneven
+    assert runs["DeepCluster from a lopsided start, both fixes"]["empty"][1:] == [0]  # re-assignment fills them
+    for r in runs.values():
+        assert 0 <= r["linear"] <= 1 and 0 <= r["knn"] <= 1 and r["seconds"] >= 0
+    assert result["settings"]["n_train"] == 256 and "load_average_at_start" in result

@@ -582,13 +582,33 @@ class InstanceNet(nn.Module):
 
 
 class MemoryBank(nn.Module):
-    """:math:`V = (v_1, \\dots, v_N)`: one unit vector per training image, initialised at random and
-    updated by eq. (7.5) with momentum m. A buffer: it is saved with the model, never trained."""
+    """:math:`V = (v_1, \\dots, v_N)`: one unit vector per training image, initialised at random (as
+    Wu et al.) or by :meth:`start_from` the network's own embeddings, and updated by eq. (7.5) with
+    momentum m. A buffer: it is saved with the model, never trained."""
 
     def __init__(self, n: int, dim: int = 128, momentum: float = 0.5):
         super().__init__()
         self.momentum = momentum
         self.register_buffer("v", F.normalize(torch.randn(n, dim), dim=1))  # (N, dim)
+
+    @torch.no_grad()
+    def start_from(self, model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> "MemoryBank":
+        """Set every memory v_i to the embedding ``model(x_i)`` of its (un-augmented) image.
+
+        With random memories, the target of image i means nothing until the first epoch has written
+        it: on a short budget most steps chase noise. Started from the network's own embeddings, the
+        first step already asks to recognise image i among the others. ``x`` (N, 3, H, W) are the
+        training images in the order of the memories; returns the bank. The model runs as it is (in
+        training mode, batch normalisation uses batch statistics, as in the loss the memories will meet)."""
+        if len(x) != len(self.v):
+            raise ValueError(f"the bank holds {len(self.v)} memories but {len(x)} images were given: "
+                             "pass the whole training set, in the order of the image numbers.")
+        v = torch.cat([model(x[i:i + batch_size]).float() for i in range(0, len(x), batch_size)])
+        if v.shape != self.v.shape:
+            raise ValueError(f"the model's embeddings have shape {tuple(v.shape[1:])}, the bank's "
+                             f"memories {tuple(self.v.shape[1:])}: build the bank with dim={v.shape[1]}.")
+        self.v = F.normalize(v, dim=1).to(self.v.device)
+        return self
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, v: torch.Tensor) -> None:
@@ -1013,7 +1033,9 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
     size (:func:`kmeans_pseudo_labels`, calling ``reassign`` after every assignment step; ``None``
     leaves empty clusters empty) -> a fresh classifier head -> ``steps_per_round`` steps of
     cross-entropy on the pseudo-labels, sampling images in proportion to :func:`balanced_weights`
-    (``balanced``) or uniformly. ``augment`` defaults to :func:`random_crop_flip`.
+    (``balanced``) or uniformly. ``augment`` defaults to :func:`simclr_augment`: the network must give
+    a crop with changed colours, or in grey, its image's cluster, so colour alone cannot decide the
+    pseudo-labels (the role of Caron et al.'s Sobel filter, which fed it grey edges only).
 
     Returns, per round, ``empty`` (empty clusters), ``largest`` (the share of the images in the
     largest cluster), ``loss`` (mean training loss) and, given the true ``labels``, ``nmi`` between
@@ -1023,7 +1045,7 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
     from ..train import fit
 
     k = model.head.out_features
-    augment = augment or random_crop_flip
+    augment = augment or simclr_augment
     generator = torch.Generator().manual_seed(seed)
     device = x.device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

@@ -1,0 +1,224 @@
+"""Chapter 7's engineering choices, each measured against its alternative, everything else as in lab 7.
+
+Lab 7 (cpu profile) trains every method once. This script measures what the lab's choices buy, on the
+same data, trunk, optimiser and evaluation (linear probe and weighted 200-NN on frozen features of the
+whole CIFAR-10 test set), next to the randomly initialised trunk:
+
+- **NPID's memory bank**: started at random, as Wu et al. (2018), or at the network's own embeddings
+  (``MemoryBank.start_from``), which the lab uses;
+- **DeepCluster's augmentation**: random crops and flips, or SimCLR's crops, colour jitter and grey,
+  which the lab uses;
+- **DeepCluster's two fixes from a lopsided start**: the first round's clusters are forced uneven (half
+  of them merged into one), then the loop runs on with or without empty-cluster re-assignment and
+  class-balanced sampling; the log says whether the next K-means undoes the damage;
+- **relative position**, the pretext task that does not beat random weights on 32-pixel images: its
+  margin over random weights as training gets longer, and with three changes tried against its
+  low-level cues (colour jitter and grey on each patch separately, grey patches, patches cut from the
+  image enlarged twice).
+
+    PYTHONPATH=. UNSUPLAB_DATA_MIRROR=... python benchmarks/ssl_ablations.py \\
+        --out results/benchmarks/ssl_ablations-cpu.json
+
+It takes about 11 minutes on an idle 2-core CPU. Results are only worth writing on an idle machine: if
+the load average exceeds the number of cores when it starts, the script stops without writing
+(``--allow-busy`` writes anyway, and the file says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import unsuplab as ul  # noqa: E402
+from unsuplab import metrics  # noqa: E402
+from unsuplab.models import ssl  # noqa: E402
+from unsuplab.runtime import device_name  # noqa: E402
+
+
+class Experiment:
+    """Lab 7's cpu-profile setting: the data on the device, one trunk, Adam, one evaluation."""
+
+    def __init__(self, args):
+        self.args = args
+        source = ul.data.cifar10_source("auto")
+        self.x, self.y = ul.data.cifar10("train", n=args.n_train, source=source)
+        self.x_test, self.y_test = ul.data.cifar10("test", n=args.n_test, source=source)
+        self.data = ul.data.CIFAR10_DESCRIPTIONS[source]
+
+    def trunk(self):
+        torch.manual_seed(self.args.seed)
+        return ssl.make_backbone("convnet", self.args.width)
+
+    def fit(self, model, loss_fn, steps, *, images_per_step=None, weights=None, optimizer=None, seed=None):
+        batches = ssl.IndexBatches(len(self.x), images_per_step or self.args.batch_size, weights=weights)
+        ul.train.fit(model, loss_fn, batches, epochs=math.ceil(steps / len(batches)), max_steps=steps,
+                     lr=self.args.lr, optimizer=optimizer, seed=self.args.seed if seed is None else seed,
+                     progress_bar=False)
+
+    def evaluate(self, model) -> dict:
+        scores = ssl.evaluate(ssl.extract_features(model, self.x), self.y, ssl.extract_features(model, self.x_test),
+                              self.y_test, k=200, probe_iters=200)
+        return {"linear": scores["linear"], "knn": scores["knn"]}
+
+
+def timed(fn) -> dict:
+    started = time.perf_counter()
+    out = fn()
+    return {**out, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def npid(e: Experiment, start_from_network: bool) -> dict:
+    model = ssl.to_device(ssl.InstanceNet(e.trunk()), "cpu")
+    bank = ssl.MemoryBank(len(e.x), momentum=0.5)
+    if start_from_network:
+        bank.start_from(model, e.x)
+
+    def loss(net, index):
+        v = net(ssl.simclr_augment(e.x[index]))
+        out = ssl.npid_loss(v, index, bank, 0.07)
+        bank.update(index, v)
+        return out
+
+    e.fit(model, loss, e.args.npid_steps)
+    return e.evaluate(model)
+
+
+def deepcluster(e: Experiment, augment) -> dict:
+    model = ssl.to_device(ssl.Classifier(e.trunk(), e.args.dc_k), "cpu")
+    log = ssl.train_deepcluster(model, e.x, rounds=e.args.dc_rounds, steps_per_round=e.args.dc_steps,
+                                batch_size=e.args.batch_size, lr=e.args.lr, augment=augment, labels=e.y,
+                                seed=e.args.seed, progress_bar=False)
+    return {**e.evaluate(model), "largest": log["largest"], "empty": log["empty"], "nmi": log["nmi"]}
+
+
+def deepcluster_from_a_lopsided_start(e: Experiment, fixes: bool) -> dict:
+    """DeepCluster's loop whose first clustering is made uneven: clusters 0..k/2-1 merged into one."""
+    k = e.args.dc_k
+    model = ssl.to_device(ssl.Classifier(e.trunk(), k), "cpu")
+    optimizer = torch.optim.Adam(model.parameters(), lr=e.args.lr)
+    generator = torch.Generator().manual_seed(e.args.seed)
+    log = {"largest": [], "empty": [], "clusters_used": [], "nmi": []}
+    for round_ in range(e.args.dc_rounds):
+        codes = ssl.pca_whiten(ssl.extract_features(model, e.x), 64)
+        pseudo, _ = ssl.kmeans_pseudo_labels(codes, k, reassign=ssl.reassign_empty_clusters if fixes else None,
+                                             generator=generator)
+        if round_ == 0:
+            pseudo = torch.where(pseudo < k // 2, torch.zeros_like(pseudo), pseudo)
+        sizes = torch.bincount(pseudo, minlength=k)
+        log["largest"].append(float(sizes.max()) / len(e.x))
+        log["empty"].append(int((sizes == 0).sum()))
+        log["clusters_used"].append(int((sizes > 0).sum()))
+        log["nmi"].append(metrics.nmi(e.y, pseudo))
+        model.reset_head()
+        e.fit(model, lambda net, index: F.cross_entropy(net(ssl.simclr_augment(e.x[index])), pseudo[index]),
+              e.args.dc_steps, weights=ssl.balanced_weights(pseudo, k) if fixes else None, optimizer=optimizer,
+              seed=e.args.seed * 1_000 + round_)
+    return {**e.evaluate(model), **log}
+
+
+def relative_position(e: Experiment, steps: int, variant: str = "as in the lab") -> dict:
+    model = ssl.to_device(ssl.RelativePositionNet(e.trunk()), "cpu")
+    patch, gap, jitter, scale = (16, 4, 2, 2) if variant == "image enlarged 2x" else (8, 2, 1, 1)
+
+    def loss(net, index):
+        x = ssl.random_crop_flip(e.x[index], padding=0)
+        if scale > 1:
+            x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+        centre, neighbour, k = ssl.patch_pairs(x, patch, gap, jitter)
+        if variant == "colour jitter per patch":
+            centre, neighbour = (ssl.random_grayscale(ssl.color_jitter(p, 0.4, 0.4, 0.4, 0.1)) for p in (centre, neighbour))
+        elif variant == "grey patches":
+            centre, neighbour = (ssl.grayscale(p).expand(-1, 3, -1, -1) for p in (centre, neighbour))
+        return F.cross_entropy(net(centre, neighbour), k)
+
+    e.fit(model, loss, steps)
+    return e.evaluate(model)
+
+
+def git_commit() -> tuple[str, bool]:
+    def git(*cmd):
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-train", type=int, default=20_000)
+    parser.add_argument("--n-test", type=int, default=10_000)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=1_000, help="Adam steps of relative position's variants")
+    parser.add_argument("--npid-steps", type=int, default=400)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--dc-k", type=int, default=50)
+    parser.add_argument("--dc-rounds", type=int, default=3)
+    parser.add_argument("--dc-steps", type=int, default=200)
+    parser.add_argument("--relpos-steps", type=int, nargs="+", default=[500, 1_000, 2_000])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="write the results here (JSON)")
+    parser.add_argument("--allow-busy", action="store_true", help="write even if the machine was busy")
+    args = parser.parse_args(argv)
+
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    cores = os.cpu_count()
+    if args.out and load_at_start[0] > cores and not args.allow_busy:
+        print(f"the load average is {load_at_start[0]} on {cores} cores: other work is running, and this "
+              "benchmark would measure it too. Nothing is written; wait for an idle machine (or pass --allow-busy).")
+        return 1
+    ul.setup("cpu", seed=args.seed)
+    e = Experiment(args)
+    results = {}
+
+    def run(name, fn):
+        results[name] = timed(fn)
+        r = results[name]
+        print(f"{name:58s} linear {r['linear']:6.1%}  k-NN {r['knn']:6.1%}  ({r['seconds']:.0f} s)", flush=True)
+
+    run("random weights", lambda: e.evaluate(ssl.to_device(e.trunk(), "cpu")))
+    run("NPID, memory bank started at random", lambda: npid(e, False))
+    run("NPID, memory bank started at the network's embeddings", lambda: npid(e, True))
+    run("DeepCluster, crops and flips", lambda: deepcluster(e, ssl.random_crop_flip))
+    run("DeepCluster, SimCLR's augmentation", lambda: deepcluster(e, ssl.simclr_augment))
+    run("DeepCluster from a lopsided start, no fixes", lambda: deepcluster_from_a_lopsided_start(e, False))
+    run("DeepCluster from a lopsided start, both fixes", lambda: deepcluster_from_a_lopsided_start(e, True))
+    for steps in args.relpos_steps:
+        run(f"relative position, {steps} steps", lambda: relative_position(e, steps))
+    for variant in ("colour jitter per patch", "grey patches", "image enlarged 2x"):
+        run(f"relative position, {args.steps} steps, {variant}", lambda: relative_position(e, args.steps, variant))
+
+    random = results["random weights"]
+    for r in results.values():
+        r["linear_over_random"] = r["linear"] - random["linear"]
+        r["knn_over_random"] = r["knn"] - random["knn"]
+    commit, dirty = git_commit()
+    summary = {
+        "benchmark": "ssl_ablations", "data": e.data, "settings": vars(args) | {"out": None},
+        "machine": device_name(torch.device("cpu")), "platform": platform.platform(), "cores": cores,
+        "torch": torch.__version__, "git_commit": commit, "git_dirty": dirty,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average_at_start": load_at_start, "machine_was_busy": load_at_start[0] > cores,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "results": results,
+    }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
