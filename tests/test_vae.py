@@ -319,6 +319,34 @@ def test_codebook_is_filled_from_the_first_training_batch():
     assert all((flat == code).all(1).any() for code in vq.codebook.detach())   # every code is an input vector
 
 
+def test_a_code_unchosen_for_restart_after_batches_moves_onto_an_encoder_output():
+    torch.manual_seed(18)
+    vq = VectorQuantizer(n_codes=3, code_dim=2, restart_after=2)
+    with torch.no_grad():
+        vq.codebook.copy_(torch.tensor([[0.0, 0.0], [0.1, 0.0], [100.0, 100.0]]))  # code 2 is far from every input
+    vq.initialised.fill_(True)
+    z_e = torch.randn(2, 2, 2, 2) * 0.1
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, 2)
+    vq.eval()
+    for _ in range(3):
+        vq(z_e)
+    assert vq.restarts == 0 and vq.idle.tolist() == [0, 0, 0]  # evaluation neither counts nor restarts
+    vq.train()
+    vq(z_e)
+    vq(z_e)
+    assert vq.idle[2] == 2 and vq.restarts == 0 and vq.codebook[2, 0] == 100.0  # dead for 2 batches: not yet moved
+    vq(z_e)                                                                      # the next batch restarts it
+    assert vq.restarts == 1 and (flat == vq.codebook.detach()[2]).all(1).any()  # now an input vector
+    assert "idle" not in vq.state_dict()  # checkpoints keep their keys
+    never = VectorQuantizer(n_codes=3, code_dim=2)
+    never.train()
+    for _ in range(5):
+        never(z_e)
+    assert never.restarts == 0  # restart_after=None: the paper's quantiser
+    with pytest.raises(ValueError, match="restart_after"):
+        VectorQuantizer(n_codes=3, code_dim=2, restart_after=0)
+
+
 def test_codebook_perplexity_is_the_number_of_equally_used_codes():
     assert codebook_perplexity(torch.arange(8).repeat(5), 16).item() == pytest.approx(8.0)
     assert codebook_perplexity(torch.zeros(10, dtype=torch.long), 16).item() == pytest.approx(1.0)

@@ -236,6 +236,9 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "least 0.03 higher).", "mig_beta4 - mig_beta1 >= 0.03"),
         Claim("vq_uses_its_codebook", "The VQ-VAE uses at least 16 of its codes (no codebook collapse).",
               "vq_codes_used >= 16"),
+        Claim("vq_restarts_fill_the_codebook", "With dead codes restarted, the VQ-VAE uses at least 90% of its "
+              "codes, and more than the same model trained without restarts.",
+              "vq_codes_used >= 0.9 * vq_n_codes and vq_codes_used > vq_codes_used_no_restarts"),
         Claim("vae_loglik_goal", "The VAE's importance-weighted test log-likelihood is at least −97 nats.",
               "test_log_px_iw >= -97", unit="nats", profiles=("cpu",)),
     ),

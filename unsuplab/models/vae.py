@@ -362,12 +362,23 @@ class VectorQuantizer(nn.Module):
     The codebook starts empty: the first call in training mode fills it with encoder outputs drawn
     from that batch (a data-dependent start, which keeps codes from being born dead; Łańcucki et al.
     2020 start from k-means). Until then it holds small uniform values, as in the paper.
+
+    A code can still die later: once no encoder output is nearest to it, no loss moves it. With
+    ``restart_after`` = n, a code that no position of the last n training batches chose is moved onto
+    an encoder output of the current batch, drawn at random (the random restarts of Dhariwal et al.
+    2020); ``None`` never restarts, as in the paper.
     """
 
-    def __init__(self, n_codes: int = 128, code_dim: int = 16):
+    def __init__(self, n_codes: int = 128, code_dim: int = 16, restart_after: int | None = None):
         super().__init__()
+        if restart_after is not None and (isinstance(restart_after, bool) or not isinstance(restart_after, int)
+                                          or restart_after < 1):
+            raise ValueError(f"restart_after must be a whole number of batches >= 1, or None; got {restart_after!r}.")
         self.codebook = nn.Parameter(torch.empty(n_codes, code_dim).uniform_(-1.0 / n_codes, 1.0 / n_codes))
         self.register_buffer("initialised", torch.tensor(False))
+        self.restart_after = restart_after
+        self.register_buffer("idle", torch.zeros(n_codes, dtype=torch.long), persistent=False)  # batches unchosen
+        self.restarts = 0  # codes restarted so far
 
     @property
     def n_codes(self) -> int:
@@ -387,12 +398,28 @@ class VectorQuantizer(nn.Module):
                 pick = torch.randint(len(flat), (self.n_codes,), device=flat.device)
                 self.codebook.copy_(flat[pick])
                 self.initialised.fill_(True)
+        if self.training and self.restart_after is not None:
+            self._restart_dead_codes(flat.detach())
         codes = self.nearest(flat.detach())                                 # (BHW,)
+        if self.training and self.restart_after is not None:
+            chosen = torch.bincount(codes, minlength=self.n_codes) > 0
+            self.idle = torch.where(chosen, torch.zeros_like(self.idle), self.idle + 1)
         e = self.codebook[codes].reshape(B, H, W, D).permute(0, 3, 1, 2)    # (B, D, H, W)
         codebook_loss = (z_e.detach() - e).pow(2).flatten(1).sum(1)         # (B,) ||sg[z_e] - e||^2
         commitment_loss = (z_e - e.detach()).pow(2).flatten(1).sum(1)       # (B,) ||z_e - sg[e]||^2
         z_q = z_e + (e - z_e).detach()                                      # value e, gradient to z_e
         return z_q, codes.reshape(B, H, W), codebook_loss, commitment_loss
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, flat: torch.Tensor) -> None:
+        """Move every code idle for ``restart_after`` batches onto a random row of flat (M, D)."""
+        dead = self.idle >= self.restart_after
+        n_dead = int(dead.sum())
+        if n_dead:
+            pick = torch.randint(len(flat), (n_dead,), device=flat.device)
+            self.codebook[dead] = flat[pick].to(self.codebook.dtype)
+            self.idle[dead] = 0
+            self.restarts += n_dead
 
 
 def codebook_perplexity(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
@@ -407,13 +434,14 @@ class VQVAE(nn.Module):
     """A small convolutional VQ-VAE for 28 x 28 (or any multiple of 4) images with a Bernoulli decoder.
 
     Encoder: two stride-2 convolutions and a 1 x 1 projection, (B, C, H, W) -> z_e (B, D, H/4, W/4);
-    quantiser: :class:`VectorQuantizer` with ``n_codes`` codes of size D = ``code_dim``; decoder: a
+    quantiser: :class:`VectorQuantizer` with ``n_codes`` codes of size D = ``code_dim`` (and its dead-code
+    ``restart_after``); decoder: a
     convolution and two transposed convolutions back to logits (B, C, H, W). For MNIST each image
     becomes a 7 x 7 grid of code indices: 49 discrete symbols instead of 32 Gaussian numbers.
     """
 
     def __init__(self, image_shape: Sequence[int] = (1, 28, 28), channels: int = 64, code_dim: int = 16,
-                 n_codes: int = 128, commitment: float = 0.25):
+                 n_codes: int = 128, commitment: float = 0.25, restart_after: int | None = None):
         super().__init__()
         self.image_shape = tuple(int(s) for s in image_shape)
         c, h, w = self.image_shape
@@ -427,7 +455,7 @@ class VQVAE(nn.Module):
             nn.Conv2d(half, channels, 4, stride=2, padding=1), nn.ReLU(),   # -> (B, c, H/4, W/4)
             nn.Conv2d(channels, code_dim, 1),                               # -> (B, D, H/4, W/4)
         )
-        self.quantizer = VectorQuantizer(n_codes, code_dim)
+        self.quantizer = VectorQuantizer(n_codes, code_dim, restart_after=restart_after)
         self.decoder = nn.Sequential(
             nn.Conv2d(code_dim, channels, 3, padding=1), nn.ReLU(),                 # (B, D, H/4, W/4) -> (B, c, ..)
             nn.ConvTranspose2d(channels, half, 4, stride=2, padding=1), nn.ReLU(),  # -> (B, c/2, H/2, W/2)
