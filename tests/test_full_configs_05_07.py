@@ -93,9 +93,9 @@ def test_full_05_vae_mnist_vae_and_vqvae_step():
 
     torch.manual_seed(s["seed"])
     vq = vae.VQVAE(channels=s["vq_channels"], code_dim=s["code_dim"], n_codes=s["n_codes"],
-                   commitment=s["commitment"])
+                   commitment=s["commitment"], restart_after=s["vq_restart_after"])
     before = snapshot(vq)
-    history = vae.train(vq, x, epochs=s["vq_epochs"], batch_size=B, lr=call_argument("05_vae", "train", "lr", "vq"), device="cpu", seed=s["seed"],
+    history = vae.train(vq, x, epochs=s["vq_epochs"], batch_size=B, lr=call_argument("05_vae", "train", "lr", "vq_model"), device="cpu", seed=s["seed"],
                         max_steps=1, progress_bar=False)
     assert finite(history) and finite(history, "perplexity") and changed(before, vq)
     assert vq.quantizer.codebook.shape == (s["n_codes"], s["code_dim"])
