@@ -167,8 +167,14 @@ def test_a_ctrl_c_during_the_update_is_held_until_the_step_is_counted(tmp_path):
         return model
 
     reference = run(tmp_path / "whole.pt")
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "interrupted.pt", at=6)
+    # Python's own Ctrl-C handler, as in a terminal or a notebook: a job started in the background
+    # (nohup, `&`) inherits SIGINT ignored, and the signal this test sends would then do nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path / "interrupted.pt", at=6)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert torch.load(tmp_path / "interrupted.pt", weights_only=True)["step"] == 6  # the update counted once
     resumed = run(tmp_path / "interrupted.pt")
     for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
