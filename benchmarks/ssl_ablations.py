@@ -31,7 +31,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -44,7 +43,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import unsuplab as ul  # noqa: E402
-from unsuplab import metrics  # noqa: E402
 from unsuplab.models import ssl  # noqa: E402
 from unsuplab.runtime import device_name  # noqa: E402
 
@@ -63,11 +61,10 @@ class Experiment:
         torch.manual_seed(self.args.seed)
         return ssl.make_backbone("convnet", self.args.width)
 
-    def fit(self, model, loss_fn, steps, *, images_per_step=None, weights=None, optimizer=None, seed=None):
-        batches = ssl.IndexBatches(len(self.x), images_per_step or self.args.batch_size, weights=weights)
+    def fit(self, model, loss_fn, steps):
+        batches = ssl.IndexBatches(len(self.x), self.args.batch_size)
         ul.train.fit(model, loss_fn, batches, epochs=math.ceil(steps / len(batches)), max_steps=steps,
-                     lr=self.args.lr, optimizer=optimizer, seed=self.args.seed if seed is None else seed,
-                     progress_bar=False)
+                     lr=self.args.lr, seed=self.args.seed, progress_bar=False)
 
     def evaluate(self, model) -> dict:
         scores = ssl.evaluate(ssl.extract_features(model, self.x), self.y, ssl.extract_features(model, self.x_test),
@@ -97,37 +94,21 @@ def npid(e: Experiment, start_from_network: bool) -> dict:
     return e.evaluate(model)
 
 
-def deepcluster(e: Experiment, augment) -> dict:
-    model = ssl.to_device(ssl.Classifier(e.trunk(), e.args.dc_k), "cpu")
+def deepcluster(e: Experiment, augment=ssl.simclr_augment, *, fixes: bool = True, lopsided_start: bool = False) -> dict:
+    """The lab's DeepCluster; with ``lopsided_start`` its first clustering is made uneven: clusters
+    0..k/2-1 merged into one. ``fixes``: empty-cluster re-assignment and class-balanced sampling."""
+    k = e.args.dc_k
+
+    def lopsided(round_, pseudo):
+        return torch.where(pseudo < k // 2, torch.zeros_like(pseudo), pseudo) if round_ == 0 else pseudo
+
+    model = ssl.to_device(ssl.Classifier(e.trunk(), k), "cpu")
     log = ssl.train_deepcluster(model, e.x, rounds=e.args.dc_rounds, steps_per_round=e.args.dc_steps,
                                 batch_size=e.args.batch_size, lr=e.args.lr, augment=augment, labels=e.y,
-                                seed=e.args.seed, progress_bar=False)
-    return {**e.evaluate(model), "largest": log["largest"], "empty": log["empty"], "nmi": log["nmi"]}
-
-
-def deepcluster_from_a_lopsided_start(e: Experiment, fixes: bool) -> dict:
-    """DeepCluster's loop whose first clustering is made uneven: clusters 0..k/2-1 merged into one."""
-    k = e.args.dc_k
-    model = ssl.to_device(ssl.Classifier(e.trunk(), k), "cpu")
-    optimizer = torch.optim.Adam(model.parameters(), lr=e.args.lr)
-    generator = torch.Generator().manual_seed(e.args.seed)
-    log = {"largest": [], "empty": [], "clusters_used": [], "nmi": []}
-    for round_ in range(e.args.dc_rounds):
-        codes = ssl.pca_whiten(ssl.extract_features(model, e.x), 64)
-        pseudo, _ = ssl.kmeans_pseudo_labels(codes, k, reassign=ssl.reassign_empty_clusters if fixes else None,
-                                             generator=generator)
-        if round_ == 0:
-            pseudo = torch.where(pseudo < k // 2, torch.zeros_like(pseudo), pseudo)
-        sizes = torch.bincount(pseudo, minlength=k)
-        log["largest"].append(float(sizes.max()) / len(e.x))
-        log["empty"].append(int((sizes == 0).sum()))
-        log["clusters_used"].append(int((sizes > 0).sum()))
-        log["nmi"].append(metrics.nmi(e.y, pseudo))
-        model.reset_head()
-        e.fit(model, lambda net, index: F.cross_entropy(net(ssl.simclr_augment(e.x[index])), pseudo[index]),
-              e.args.dc_steps, weights=ssl.balanced_weights(pseudo, k) if fixes else None, optimizer=optimizer,
-              seed=e.args.seed * 1_000 + round_)
-    return {**e.evaluate(model), **log}
+                                reassign=ssl.reassign_empty_clusters if fixes else None, balanced=fixes,
+                                relabel=lopsided if lopsided_start else None, seed=e.args.seed, progress_bar=False)
+    return {**e.evaluate(model), "largest": log["largest"], "empty": log["empty"],
+            "clusters_used": [k - empty for empty in log["empty"]], "nmi": log["nmi"]}
 
 
 def relative_position(e: Experiment, steps: int, variant: str = "as in the lab") -> dict:
@@ -147,12 +128,6 @@ def relative_position(e: Experiment, steps: int, variant: str = "as in the lab")
 
     e.fit(model, loss, steps)
     return e.evaluate(model)
-
-
-def git_commit() -> tuple[str, bool]:
-    def git(*cmd):
-        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "--short", "HEAD"), bool(git("status", "--porcelain", "--untracked-files=no"))
 
 
 def main(argv=None) -> int:
@@ -193,8 +168,8 @@ def main(argv=None) -> int:
     run("NPID, memory bank started at the network's embeddings", lambda: npid(e, True))
     run("DeepCluster, crops and flips", lambda: deepcluster(e, ssl.random_crop_flip))
     run("DeepCluster, SimCLR's augmentation", lambda: deepcluster(e, ssl.simclr_augment))
-    run("DeepCluster from a lopsided start, no fixes", lambda: deepcluster_from_a_lopsided_start(e, False))
-    run("DeepCluster from a lopsided start, both fixes", lambda: deepcluster_from_a_lopsided_start(e, True))
+    run("DeepCluster from a lopsided start, no fixes", lambda: deepcluster(e, fixes=False, lopsided_start=True))
+    run("DeepCluster from a lopsided start, both fixes", lambda: deepcluster(e, fixes=True, lopsided_start=True))
     for steps in args.relpos_steps:
         run(f"relative position, {steps} steps", lambda: relative_position(e, steps))
     for variant in ("colour jitter per patch", "grey patches", "image enlarged 2x"):
@@ -204,7 +179,7 @@ def main(argv=None) -> int:
     for r in results.values():
         r["linear_over_random"] = r["linear"] - random["linear"]
         r["knn_over_random"] = r["knn"] - random["knn"]
-    commit, dirty = git_commit()
+    commit, dirty = ul.bench.git_state(ROOT)
     summary = {
         "benchmark": "ssl_ablations", "data": e.data, "settings": vars(args) | {"out": None},
         "machine": device_name(torch.device("cpu")), "platform": platform.platform(), "cores": cores,

@@ -157,6 +157,13 @@ def _git(folder: Path, *args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def git_state(folder: str | Path) -> tuple[str | None, bool]:
+    """The short commit of the git tree holding ``folder`` (None outside one) and whether its tracked
+    files have uncommitted changes: what every results file records about the code it measured."""
+    commit = _git(Path(folder), "rev-parse", "--short", "HEAD")
+    return commit, bool(_git(Path(folder), "status", "--porcelain", "--untracked-files=no")) if commit else False
+
+
 @contextlib.contextmanager
 def _environ(**values: str | None):
     """Set (or, for ``None``, remove) environment variables for the duration of a block."""
@@ -219,8 +226,7 @@ def run(notebook: str | Path, profile: str, *, results_dir: str | Path = "result
     if not notebook.is_file():
         raise FileNotFoundError(f"no notebook at {notebook}: give the path of a .ipynb file.")
     folder = notebook.parent.resolve()
-    commit = _git(folder, "rev-parse", "--short", "HEAD")
-    dirty = bool(_git(folder, "status", "--porcelain", "--untracked-files=no")) if commit else False
+    commit, dirty = git_state(folder)
     if dirty and not allow_dirty:
         raise RuntimeError(f"the git tree of {notebook} has uncommitted changes: a result must come from a "
                            "commit, so commit (or stash) them and run again, or pass --allow-dirty to "

@@ -1026,7 +1026,8 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
                       batch_size: int, lr: float, pca_dim: int = 64, kmeans_iters: int = 20,
                       reassign: Callable | None = reassign_empty_clusters, balanced: bool = True,
                       augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                      labels: torch.Tensor | None = None, seed: int = 0, progress_bar: bool = True) -> dict:
+                      labels: torch.Tensor | None = None, seed: int = 0, progress_bar: bool = True,
+                      relabel: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> dict:
     """DeepCluster's alternation (eqs. 7.7, 7.8) for ``rounds`` rounds on images ``x`` on the device.
 
     Each round: frozen features of all images -> :func:`pca_whiten` -> K-means with k = the head's
@@ -1036,6 +1037,9 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
     (``balanced``) or uniformly. ``augment`` defaults to :func:`simclr_augment`: the network must give
     a crop with changed colours, or in grey, its image's cluster, so colour alone cannot decide the
     pseudo-labels (the role of Caron et al.'s Sobel filter, which fed it grey edges only).
+
+    ``relabel(round, pseudo_labels)``, if given, replaces each round's pseudo-labels before they are
+    logged and trained on (an experiment's handle, e.g. a first round made lopsided on purpose).
 
     Returns, per round, ``empty`` (empty clusters), ``largest`` (the share of the images in the
     largest cluster), ``loss`` (mean training loss) and, given the true ``labels``, ``nmi`` between
@@ -1055,6 +1059,8 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
     for round_ in range(rounds):
         codes = pca_whiten(extract_features(model, x), pca_dim)  # (N, pca_dim)
         pseudo, _ = kmeans_pseudo_labels(codes, k, iters=kmeans_iters, reassign=reassign, generator=generator)
+        if relabel is not None:
+            pseudo = relabel(round_, pseudo)
         sizes = torch.bincount(pseudo, minlength=k)
         log["empty"].append(int((sizes == 0).sum()))
         log["largest"].append(float(sizes.max()) / len(x))
