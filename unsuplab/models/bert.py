@@ -700,7 +700,7 @@ def _adamw(model: nn.Module, lr: float, weight_decay: float, device: torch.devic
     other = [p for p in model.parameters() if p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
                               {"params": other, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98),
-                             eps=1e-6, fused=device.type == "cuda")
+                             eps=1e-6, fused=device.type in ("cuda", "cpu"))
 
 
 def _warmup_linear(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
