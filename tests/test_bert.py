@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from unsuplab import data
 from unsuplab.checks import CheckFailed
 from unsuplab.models import bert as B
 
@@ -211,36 +212,36 @@ WIKI = "\n".join([
 
 
 def test_wiki_articles_sections_and_splits():
-    articles = B.wiki_articles(WIKI)
+    articles = data.wiki_articles(WIKI)
     assert [a.title for a in articles] == ["Alpha", "Beta Gamma"]
     assert articles[0].lines[1] == ("Climate.", "Climate.")
-    texts, labels, names = B.section_dataset(articles, min_words=20)
+    texts, labels, names = data.section_dataset(articles, min_words=20)
     assert [names[i] for i in labels.tolist()] == ["climate", "economy", "early life"]
     assert texts[0].startswith("The climate of alpha") and all(not t.endswith("Climate.") for t in texts)
     # WikiText writes headings without the final full stop: the same classes apply
-    wikitext = [B.Article(a.title, [(h and h.rstrip("."), t.rstrip(".") if t == h else t) for h, t in a.lines])
+    wikitext = [data.Article(a.title, [(h and h.rstrip("."), t.rstrip(".") if t == h else t) for h, t in a.lines])
                 for a in articles]
-    assert B.section_dataset(wikitext, min_words=20)[0] == texts
-    assert B.frequent_sections(articles * 3, n_classes=2, min_count=3) == {"climate": ("Climate",),
+    assert data.section_dataset(wikitext, min_words=20)[0] == texts
+    assert data.frequent_sections(articles * 3, n_classes=2, min_count=3) == {"climate": ("Climate",),
                                                                            "early life": ("Early life",)}
     with pytest.raises(ValueError, match="fewer than 2 section headings"):
-        B.frequent_sections(articles, min_count=2)
-    kept, held = B.split_articles(articles * 4, holdout_every=4)
+        data.frequent_sections(articles, min_count=2)
+    kept, held = data.split_articles(articles * 4, holdout_every=4)
     assert len(kept) == 6 and len(held) == 2
     with pytest.raises(ValueError, match="at least 2"):
-        B.split_articles(articles, holdout_every=1)
+        data.split_articles(articles, holdout_every=1)
 
 
 def test_few_labels_split():
     labels = torch.tensor([0] * 10 + [1] * 6 + [2] * 8)
-    train, test = B.few_labels_split(labels, 3, n_test_per_class=2, seed=0)
+    train, test = data.few_labels_split(labels, 3, n_test_per_class=2, seed=0)
     assert torch.bincount(labels[train]).tolist() == [3, 3, 3]
     assert torch.bincount(labels[test]).tolist() == [2, 2, 2]
     assert not set(train.tolist()) & set(test.tolist())
-    _, test_all = B.few_labels_split(labels, 3)
+    _, test_all = data.few_labels_split(labels, 3)
     assert len(test_all) == 24 - 9
     with pytest.raises(ValueError, match="only 6 examples"):
-        B.few_labels_split(labels, 6)
+        data.few_labels_split(labels, 6)
 
 
 def toy_corpus():
@@ -321,8 +322,10 @@ def test_pretraining_learns_and_beats_the_unigram_baseline():
     assert after["mlm_acc"] > base["unigram_acc"] + 0.1
     # the same fixed evaluation batches give the same numbers
     assert B.evaluate_mlm(model, batches) == after
+    model.train()
     top = B.fill_mask(model, tok, "w3 w3 [MASK] w3 .", k=3)
     assert len(top) == 1 and len(top[0]) == 3 and top[0][0][1] >= top[0][1][1]
+    assert model.training, "fill_mask must give the model back in the mode it was in"
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
         B.fill_mask(model, tok, "w3 w4")
 
@@ -428,3 +431,10 @@ def test_classifier_starts_from_the_pretrained_encoder_and_fine_tunes():
     maps = B.attention_maps(warm.encoder, ids[0])
     assert maps.shape == (2, 2, 10, 10)
     torch.testing.assert_close(maps.sum(-1), torch.ones(2, 2, 10))
+    # reading a model does not change its mode: a model in training stays in training
+    warm.train()
+    B.predict(warm, ids), B.sentence_features(warm.encoder, ids), B.attention_maps(warm.encoder, ids[0])
+    assert warm.training and all(m.training for m in warm.modules())
+    warm.eval()
+    B.predict(warm, ids)
+    assert not warm.training

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from unsuplab import data
 from unsuplab.labs import call_settings, profile_settings
 from unsuplab.models import bert as B
 from unsuplab.models import unmt
@@ -96,14 +97,14 @@ def test_full_08_word2vec_trains_with_the_full_batch_and_vocabulary():
 # Lab 8b: BERT
 # ----------------------------------------------------------------------------------------------
 
-def _synthetic_articles(n_words: int, seed: int) -> list[B.Article]:
+def _synthetic_articles(n_words: int, seed: int) -> list[data.Article]:
     """Articles of ten-word sentences, three to a paragraph, over ``n_words`` distinct words (each used
     five times, so that nearly all of them are seen twice in the pretraining articles and kept by the
     tokenizer): an untitled part, then two sections whose headings are the downstream task's classes."""
     g = torch.Generator().manual_seed(seed)
     stream = torch.arange(n_words).repeat(5)
     stream = stream[torch.randperm(len(stream), generator=g)].tolist()
-    headings = [h[0] for h in B.SECTION_CLASSES.values()]
+    headings = [h[0] for h in data.SECTION_CLASSES.values()]
     paragraphs_per_part, words_per_paragraph = 6, 30
     per_article = 3 * paragraphs_per_part * words_per_paragraph
     articles = []
@@ -117,14 +118,14 @@ def _synthetic_articles(n_words: int, seed: int) -> list[B.Article]:
             lines.append((heading, heading))
             section = paragraphs[part * paragraphs_per_part:(part + 1) * paragraphs_per_part]
             lines += [(heading, text) for text in section]
-        articles.append(B.Article(f"Article {a}", lines))
+        articles.append(data.Article(f"Article {a}", lines))
     return articles
 
 
 def _bert_setup():
     s = full_settings("08_bert")
     articles = _synthetic_articles(s["vocab_size"] + 1_000, s["seed"])
-    pretrain_articles, heldout_articles = B.split_articles(articles, s["holdout_every"])
+    pretrain_articles, heldout_articles = data.split_articles(articles, s["holdout_every"])
     tokenizer = B.WordTokenizer.fit((line for a in pretrain_articles for _, line in a.lines), s["vocab_size"])
     assert len(tokenizer) == s["vocab_size"]
     cfg = B.BertConfig(vocab_size=len(tokenizer), max_len=s["seq_len"], d_model=s["d_model"], n_layers=s["n_layers"],
@@ -170,10 +171,10 @@ def test_full_08_bert_pretraining_step():
 
 def test_full_08_bert_finetuning_step():
     s, tokenizer, cfg, _, heldout_articles = _bert_setup()
-    texts, labels, class_names = B.section_dataset(heldout_articles, B.SECTION_CLASSES)
+    texts, labels, class_names = data.section_dataset(heldout_articles, data.SECTION_CLASSES)
     x_all = tokenizer.encode_batch(texts, s["seq_len"])
-    n_labels = max(s["label_counts"])                                           # the curve's largest point
-    train_idx, test_idx = B.few_labels_split(labels, n_labels, s["n_test_per_class"], seed=s["seed"])
+    n_labels = max(s["label_draws"])                                            # the curve's largest point
+    train_idx, test_idx = data.few_labels_split(labels, n_labels, s["n_test_per_class"], seed=s["seed"])
     assert len(train_idx) == n_labels * len(class_names)
 
     args = call_arguments("08_bert", "finetune")

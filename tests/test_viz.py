@@ -177,6 +177,20 @@ def test_plot_embedding_bad_inputs():
         viz.plot_embedding(np.array([[0.0, np.nan], [1.0, 1.0]]))
 
 
+# ------------------------------------------------------------------------------- plot_attention
+
+def test_plot_attention_one_panel_per_head_and_shape_errors():
+    weights = torch.softmax(torch.randn(3, 5, 5), -1)
+    fig = viz.plot_attention(weights, ["[CLS]", "a", "cat", ".", "[SEP]"], title="t", ncols=2)
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 3 and [ax.get_title() for ax in shown] == ["head 1", "head 2", "head 3"]
+    np.testing.assert_allclose(shown[1].images[0].get_array(), weights[1].numpy(), rtol=1e-6)
+    assert len(fig.axes) == 4 and not fig.axes[3].axison                   # the unused fourth panel is off
+    plt.close(fig)
+    with pytest.raises(ValueError, match=r"\(H, T, T\) with T = 4 tokens, got \(3, 5, 5\)"):
+        viz.plot_attention(weights, ["a", "b", "c", "d"])
+
+
 # ------------------------------------------------------------------------------- plot_curves
 
 def test_plot_curves_named_lines_on_one_axes():

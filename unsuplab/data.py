@@ -32,6 +32,8 @@ import re
 import tempfile
 import urllib.request
 import warnings
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -1352,3 +1354,142 @@ TEXT_CORPUS_DESCRIPTIONS = {
     "enwiki-17M": ("enwiki-17M (the course mirror's 17 M words of 2015 English Wikipedia; an offline "
                    "stand-in, not WikiText-2)"),
 }
+
+
+# ----------------------------------------------------------------------------------------------
+# Wikipedia articles and their sections (chapter 8, BERT's pretraining text and downstream task)
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Article:
+    """One Wikipedia article: its ``title`` and its ``lines`` as ``(section heading or None, text)``;
+    a heading line itself appears with ``text == heading``."""
+
+    title: str
+    lines: list[tuple[str | None, str]]
+
+
+def _is_heading(line: str) -> bool:
+    # WikiExtractor writes a section heading as a short line ending in its only full stop: "Climate."
+    return line.endswith(".") and line.count(".") == 1 and 0 < line.count(" ") + 1 <= 6
+
+
+def wiki_articles(text: str) -> list[Article]:
+    """Split WikiExtractor output (one paragraph a line, as in ``enwiki-17M``) into articles.
+
+    A title is a short line (at most 10 words) without a final full stop whose next line, a long
+    paragraph, starts with the title's first word (``"Anarchism"`` then ``"Anarchism is a ..."``); a
+    section heading is a line of at most 6 words ending in its only full stop (``"Early life."``).
+    Lines before the first title are dropped. The rule is a heuristic: a missed title merges two
+    articles, which only makes a held-out unit bigger.
+    """
+    lines = text.split("\n")
+    articles: list[Article] = []
+    heading: str | None = None
+    for i, line in enumerate(lines):
+        line = line.strip()
+        if not line:
+            continue
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        first = line.split(" ", 1)[0].lower()
+        if (not line.endswith(".") and line.count(" ") < 10 and following.count(" ") >= 8
+                and following[: len(first)].lower() == first):
+            articles.append(Article(line, []))
+            heading = None
+        elif not articles:
+            continue
+        elif _is_heading(line):
+            heading = line
+            articles[-1].lines.append((heading, line))
+        else:
+            articles[-1].lines.append((heading, line))
+    return [a for a in articles if a.lines]
+
+
+def split_articles(articles: Sequence[Article], holdout_every: int = 4) -> tuple[list[Article], list[Article]]:
+    """(pretraining, held-out) articles: every ``holdout_every``-th article is held out, so the
+    held-out text is spread over the whole corpus and never seen in pretraining."""
+    if holdout_every < 2:
+        raise ValueError(f"holdout_every must be at least 2 (hold out one article in that many), got {holdout_every}.")
+    held = [a for i, a in enumerate(articles) if i % holdout_every == holdout_every - 1]
+    kept = [a for i, a in enumerate(articles) if i % holdout_every != holdout_every - 1]
+    return kept, held
+
+
+# The downstream task: which section of an article does a paragraph come from? Heading -> class.
+SECTION_CLASSES = {
+    "early life": ("Early life.", "Early life and education.", "Early years."),
+    "etymology": ("Etymology.",),
+    "economy": ("Economy.",),
+    "climate": ("Climate.",),
+    "religion": ("Religion.",),
+    "sports": ("Sports.", "Sport."),
+}
+
+
+def section_dataset(articles: Sequence[Article], classes: dict[str, Sequence[str]] | None = None,
+                    min_words: int = 20) -> tuple[list[str], torch.Tensor, list[str]]:
+    """Paragraphs labelled by the section they come from: ``(texts, labels (N,), class names)``.
+
+    A paragraph of at least ``min_words`` words whose nearest heading above it is one of a class's
+    headings (``SECTION_CLASSES`` by default: early life, etymology, economy, climate, religion,
+    sports) gets that class; the heading itself is not part of the text. The labels were written by
+    Wikipedia's editors when they organised the articles, not by us.
+    """
+    classes = SECTION_CLASSES if classes is None else classes
+    names = list(classes)
+    # "Climate." (WikiExtractor) and "Climate" (WikiText) are the same heading
+    by_heading = {h.rstrip("."): c for c, name in enumerate(names) for h in classes[name]}
+    texts, labels = [], []
+    for article in articles:
+        for heading, line in article.lines:
+            c = None if heading is None else by_heading.get(heading.rstrip("."))
+            if c is not None and line != heading and line.count(" ") + 1 >= min_words:
+                texts.append(line)
+                labels.append(c)
+    return texts, torch.tensor(labels, dtype=torch.long), names
+
+
+def frequent_sections(articles: Sequence[Article], n_classes: int = 6, min_count: int = 50,
+                      min_words: int = 20) -> dict[str, tuple[str]]:
+    """The ``n_classes`` section headings with the most paragraphs (of at least ``min_words`` words)
+    in ``articles``, each with at least ``min_count``: classes for :func:`section_dataset` on a corpus
+    whose headings nobody picked by hand (WikiText-2's Good articles have "Reception", "Plot", ...)."""
+    counts: Counter = Counter(heading.rstrip(".") for article in articles for heading, line in article.lines
+                              if heading is not None and line != heading and line.count(" ") + 1 >= min_words)
+    top = [(h, n) for h, n in sorted(counts.items(), key=lambda hn: (-hn[1], hn[0])) if n >= min_count][:n_classes]
+    if len(top) < 2:
+        raise ValueError(f"fewer than 2 section headings have {min_count} paragraphs or more (the most frequent: "
+                         f"{counts.most_common(3)}): hold out more articles or ask for fewer labels.")
+    return {h.lower(): (h,) for h, _ in top}
+
+
+def corpus_articles(corpus: str, max_chars: int | None = None) -> list[Article]:
+    """The articles of a Wikipedia corpus of :func:`text_corpus_source`, in file order.
+
+    ``"enwiki-17M"``: the mirror's text cut into articles by :func:`wiki_articles` (its first
+    ``max_chars`` characters; None: all). ``"wikitext-2"``: the train, valid and test articles of
+    WikiText-2 (:func:`wikitext2`, downloaded when online), ``max_chars`` ignored.
+    """
+    corpus = text_corpus_source(corpus)
+    if corpus == "wikitext-2":
+        return [Article(title, lines) for split in WIKITEXT2_SPLITS for title, lines in wikitext2(split) if lines]
+    return wiki_articles(read_text(corpus, max_chars=max_chars))
+
+
+def few_labels_split(labels: torch.Tensor, n_train_per_class: int, n_test_per_class: int | None = None,
+                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, test): ``n_train_per_class`` random examples of each class for training and,
+    of the rest, up to ``n_test_per_class`` per class (all when None, a balanced test when set)."""
+    g = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in labels.unique().tolist():
+        index = torch.nonzero(labels == c).flatten()
+        index = index[torch.randperm(len(index), generator=g)]
+        if len(index) <= n_train_per_class:
+            raise ValueError(f"class {c} has only {len(index)} examples, not enough for {n_train_per_class} "
+                             "training labels and a test set: read more of the corpus or ask for fewer labels.")
+        train.append(index[:n_train_per_class])
+        rest = index[n_train_per_class:]
+        test.append(rest if n_test_per_class is None else rest[:n_test_per_class])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values

@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["show_images", "plot_history", "plot_embedding", "plot_curves", "interactive"]
+__all__ = ["show_images", "plot_history", "plot_embedding", "plot_curves", "plot_attention", "interactive"]
 
 
 def _numpy(x: Any) -> np.ndarray:
@@ -266,6 +266,32 @@ def plot_curves(x: Any, ys: Mapping[str, Any], *, xlabel: str, ylabel: str, titl
 # ---------------------------------------------------------------------------------------------
 # Embeddings
 # ---------------------------------------------------------------------------------------------
+
+def plot_attention(weights: Any, tokens: Sequence[str], *, title: str | None = None, ncols: int = 4) -> Figure:
+    """Heat maps of attention weights (H, T, T), one panel per head: row = query token, column = key
+    (chapter 8: ``plot_attention(B.attention_maps(encoder, ids)[-1], tokens)``)."""
+    weights = _numpy(weights).astype(np.float32)
+    if weights.ndim != 3 or weights.shape[1] != weights.shape[2] or weights.shape[1] != len(tokens):
+        raise ValueError(f"expected weights of shape (H, T, T) with T = {len(tokens)} tokens, got "
+                         f"{tuple(weights.shape)}.")
+    n = weights.shape[0]
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    size = 0.22 * len(tokens) + 1.2
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
+    for h, ax in enumerate(axes.flat):
+        if h >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(weights[h], cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(tokens)), tokens if h % ncols == 0 else [], fontsize=7)
+        ax.set_title(f"head {h + 1}", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
 
 def _class_colours(n: int) -> np.ndarray:
     if n <= 10:

@@ -4,7 +4,10 @@ BERT (Devlin, Chang, Lee & Toutanova 2019) reads a sentence pair with a Transfor
 (Vaswani et al. 2017) and is pretrained on two tasks whose labels come free with the text:
 *masked language modelling* (hide 15% of the tokens, predict them from both sides) and *next-sentence
 prediction* (does segment B follow segment A?). The pretrained encoder is then fine-tuned on a task
-with few labels. This file builds all of it, top to bottom, in the chapter's order and names.
+with few labels. This file builds all of it, top to bottom, in the chapter's order and names; the
+Wikipedia articles, their section labels and the few-label splits come from :mod:`unsuplab.data`
+(``corpus_articles``, ``section_dataset``, ``few_labels_split``), the attention heat maps are drawn
+by :func:`unsuplab.viz.plot_attention`, and the lab's self-checks close the file.
 Equation numbers refer to the chapter page, ``book/08_bert.md``:
 
 (1) scaled dot-product attention  ``Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + M) V``, where the
@@ -49,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checks import check_true
 from ..train import History, autocast, backward_and_step, check_finite, eval_mode, grad_scaler, progress
 
 # ----------------------------------------------------------------------------------------------
@@ -135,146 +139,8 @@ class WordTokenizer:
 
 
 # ----------------------------------------------------------------------------------------------
-# The corpus: Wikipedia articles, their sections, and sentence pairs cut from them
+# Sentence pairs cut from Wikipedia articles (the articles themselves: unsuplab.data.corpus_articles)
 # ----------------------------------------------------------------------------------------------
-
-@dataclass
-class Article:
-    """One Wikipedia article: its ``title`` and its ``lines`` as ``(section heading or None, text)``;
-    a heading line itself appears with ``text == heading``."""
-
-    title: str
-    lines: list[tuple[str | None, str]]
-
-
-def _is_heading(line: str) -> bool:
-    # WikiExtractor writes a section heading as a short line ending in its only full stop: "Climate."
-    return line.endswith(".") and line.count(".") == 1 and 0 < line.count(" ") + 1 <= 6
-
-
-def wiki_articles(text: str) -> list[Article]:
-    """Split WikiExtractor output (one paragraph a line, as in ``enwiki-17M``) into articles.
-
-    A title is a short line (at most 10 words) without a final full stop whose next line, a long
-    paragraph, starts with the title's first word (``"Anarchism"`` then ``"Anarchism is a ..."``); a
-    section heading is a line of at most 6 words ending in its only full stop (``"Early life."``).
-    Lines before the first title are dropped. The rule is a heuristic: a missed title merges two
-    articles, which only makes a held-out unit bigger.
-    """
-    lines = text.split("\n")
-    articles: list[Article] = []
-    heading: str | None = None
-    for i, line in enumerate(lines):
-        line = line.strip()
-        if not line:
-            continue
-        following = lines[i + 1] if i + 1 < len(lines) else ""
-        first = line.split(" ", 1)[0].lower()
-        if (not line.endswith(".") and line.count(" ") < 10 and following.count(" ") >= 8
-                and following[: len(first)].lower() == first):
-            articles.append(Article(line, []))
-            heading = None
-        elif not articles:
-            continue
-        elif _is_heading(line):
-            heading = line
-            articles[-1].lines.append((heading, line))
-        else:
-            articles[-1].lines.append((heading, line))
-    return [a for a in articles if a.lines]
-
-
-def split_articles(articles: Sequence[Article], holdout_every: int = 4) -> tuple[list[Article], list[Article]]:
-    """(pretraining, held-out) articles: every ``holdout_every``-th article is held out, so the
-    held-out text is spread over the whole corpus and never seen in pretraining."""
-    if holdout_every < 2:
-        raise ValueError(f"holdout_every must be at least 2 (hold out one article in that many), got {holdout_every}.")
-    held = [a for i, a in enumerate(articles) if i % holdout_every == holdout_every - 1]
-    kept = [a for i, a in enumerate(articles) if i % holdout_every != holdout_every - 1]
-    return kept, held
-
-
-# The downstream task: which section of an article does a paragraph come from? Heading -> class.
-SECTION_CLASSES = {
-    "early life": ("Early life.", "Early life and education.", "Early years."),
-    "etymology": ("Etymology.",),
-    "economy": ("Economy.",),
-    "climate": ("Climate.",),
-    "religion": ("Religion.",),
-    "sports": ("Sports.", "Sport."),
-}
-
-
-def section_dataset(articles: Sequence[Article], classes: dict[str, Sequence[str]] | None = None,
-                    min_words: int = 20) -> tuple[list[str], torch.Tensor, list[str]]:
-    """Paragraphs labelled by the section they come from: ``(texts, labels (N,), class names)``.
-
-    A paragraph of at least ``min_words`` words whose nearest heading above it is one of a class's
-    headings (``SECTION_CLASSES`` by default: early life, etymology, economy, climate, religion,
-    sports) gets that class; the heading itself is not part of the text. The labels were written by
-    Wikipedia's editors when they organised the articles, not by us.
-    """
-    classes = SECTION_CLASSES if classes is None else classes
-    names = list(classes)
-    # "Climate." (WikiExtractor) and "Climate" (WikiText) are the same heading
-    by_heading = {h.rstrip("."): c for c, name in enumerate(names) for h in classes[name]}
-    texts, labels = [], []
-    for article in articles:
-        for heading, line in article.lines:
-            c = None if heading is None else by_heading.get(heading.rstrip("."))
-            if c is not None and line != heading and line.count(" ") + 1 >= min_words:
-                texts.append(line)
-                labels.append(c)
-    return texts, torch.tensor(labels, dtype=torch.long), names
-
-
-def frequent_sections(articles: Sequence[Article], n_classes: int = 6, min_count: int = 50,
-                      min_words: int = 20) -> dict[str, tuple[str]]:
-    """The ``n_classes`` section headings with the most paragraphs (of at least ``min_words`` words)
-    in ``articles``, each with at least ``min_count``: classes for :func:`section_dataset` on a corpus
-    whose headings nobody picked by hand (WikiText-2's Good articles have "Reception", "Plot", ...)."""
-    counts: Counter = Counter(heading.rstrip(".") for article in articles for heading, line in article.lines
-                              if heading is not None and line != heading and line.count(" ") + 1 >= min_words)
-    top = [(h, n) for h, n in sorted(counts.items(), key=lambda hn: (-hn[1], hn[0])) if n >= min_count][:n_classes]
-    if len(top) < 2:
-        raise ValueError(f"fewer than 2 section headings have {min_count} paragraphs or more (the most frequent: "
-                         f"{counts.most_common(3)}): hold out more articles or ask for fewer labels.")
-    return {h.lower(): (h,) for h, _ in top}
-
-
-def corpus_articles(corpus: str, max_chars: int | None = None) -> list[Article]:
-    """The articles of a Wikipedia corpus of :func:`unsuplab.data.text_corpus_source`, in file order.
-
-    ``"enwiki-17M"``: the mirror's text cut into articles by :func:`wiki_articles` (its first
-    ``max_chars`` characters; None: all). ``"wikitext-2"``: the train, valid and test articles of
-    WikiText-2 (:func:`unsuplab.data.wikitext2`, downloaded when online), ``max_chars`` ignored.
-    """
-    from .. import data
-
-    corpus = data.text_corpus_source(corpus)
-    if corpus == "wikitext-2":
-        return [Article(title, lines) for split in data.WIKITEXT2_SPLITS for title, lines in data.wikitext2(split)
-                if lines]
-    return wiki_articles(data.read_text(corpus, max_chars=max_chars))
-
-
-def few_labels_split(labels: torch.Tensor, n_train_per_class: int, n_test_per_class: int | None = None,
-                     seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, test): ``n_train_per_class`` random examples of each class for training and,
-    of the rest, up to ``n_test_per_class`` per class (all when None, a balanced test when set)."""
-    g = torch.Generator().manual_seed(seed)
-    train, test = [], []
-    for c in labels.unique().tolist():
-        index = torch.nonzero(labels == c).flatten()
-        index = index[torch.randperm(len(index), generator=g)]
-        if len(index) <= n_train_per_class:
-            raise ValueError(f"class {c} has only {len(index)} examples, not enough for {n_train_per_class} "
-                             "training labels and a test set: read more of the corpus or ask for fewer labels.")
-        train.append(index[:n_train_per_class])
-        rest = index[n_train_per_class:]
-        test.append(rest if n_test_per_class is None else rest[:n_test_per_class])
-    return torch.cat(train).sort().values, torch.cat(test).sort().values
-
 
 class PairCorpus:
     """One long token tensor cut into documents and sentences, from which sentence pairs are drawn.
@@ -401,71 +267,6 @@ def mask_tokens(input_ids: torch.Tensor, vocab_size: int, mask_prob: float = 0.1
     inputs = torch.where(chosen & (u < 0.8), MASK_ID, input_ids)
     inputs = torch.where(chosen & (u >= 0.8) & (u < 0.9), random_ids, inputs)
     return inputs, labels
-
-
-def masking_report(mask_fn: Callable, vocab_size: int = 1000, shape: tuple[int, int] = (512, 256),
-                   seed: int = 0) -> dict[str, float]:
-    """Run ``mask_fn(ids, vocab_size)`` on a large batch with special tokens and padding, and measure
-    what an 80/10/10 rule must give: the fraction of real tokens chosen, the [MASK]/random/kept
-    split of the chosen ones, and whether any special token was chosen or any unchosen one changed."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(N_SPECIAL, vocab_size, shape, generator=g)
-    lengths = torch.randint(shape[1] // 4, shape[1] + 1, (shape[0],), generator=g)
-    ids[torch.arange(shape[1])[None, :] >= lengths[:, None]] = PAD_ID             # padding at the end
-    ids[:, 0] = CLS_ID
-    ids[torch.arange(shape[0]), lengths - 1] = SEP_ID
-    ids[torch.rand(shape, generator=g) < 0.03] = UNK_ID                           # a few unknown words
-    ids[:, 0] = CLS_ID
-    before = ids.clone()
-    with torch.random.fork_rng(devices=[]):          # the same draws every time, the caller's RNG untouched
-        torch.manual_seed(seed)
-        out = mask_fn(ids, vocab_size)
-    if not (isinstance(out, tuple) and len(out) == 2):
-        raise TypeError(f"expected mask_fn to return (inputs, labels), got {type(out).__name__}.")
-    inputs, labels = out
-    chosen = labels != IGNORE_INDEX
-    real = ids >= N_SPECIAL
-    n_chosen = max(int(chosen.sum()), 1)
-    return {
-        "n_tokens": ids.numel(),
-        "input_unchanged": bool(torch.equal(ids, before)),
-        "shapes_ok": inputs.shape == ids.shape and labels.shape == ids.shape,
-        "chosen_fraction": float(chosen.sum() / real.sum()),
-        "mask_fraction": float((chosen & (inputs == MASK_ID)).sum()) / n_chosen,
-        "random_fraction": float((chosen & (inputs != MASK_ID) & (inputs != ids)).sum()) / n_chosen,
-        "kept_fraction": float((chosen & (inputs == ids)).sum()) / n_chosen,
-        "special_chosen": int((chosen & ~real).sum()),
-        "labels_are_originals": bool(torch.equal(labels[chosen], ids[chosen])),
-        "unchosen_changed": int((~chosen & (inputs != ids)).sum()),
-        "random_ids_valid": bool(((inputs >= N_SPECIAL) | (inputs == ids) | (inputs == MASK_ID)).all()
-                                 and (inputs < vocab_size).all()),
-    }
-
-
-def check_masking(mask_fn: Callable, mask_prob: float = 0.15) -> None:
-    """The self-check of the masking exercise: prints ✓ lines or raises ``CheckFailed`` in words."""
-    from ..checks import check_true
-
-    r = masking_report(mask_fn)
-    check_true("mask_tokens returns inputs and labels shaped like input_ids, and leaves input_ids alone",
-               r["shapes_ok"] and r["input_unchanged"],
-               "return (inputs, labels) of the same shape as input_ids, and build new tensors instead of "
-               "changing input_ids in place (input_ids.clone() or torch.where).")
-    check_true("special tokens ([PAD], [CLS], [SEP], [UNK]) are never chosen", r["special_chosen"] == 0,
-               f"{r['special_chosen']} special tokens were chosen: only ids >= N_SPECIAL may be masked.")
-    check_true("labels hold the original ids at chosen positions and IGNORE_INDEX elsewhere",
-               r["labels_are_originals"] and r["unchosen_changed"] == 0,
-               f"labels must be the original token where chosen, IGNORE_INDEX ({IGNORE_INDEX}) elsewhere, and "
-               f"unchosen inputs must not change ({r['unchosen_changed']} did).")
-    check_true(f"about {mask_prob:.0%} of the real tokens are chosen",
-               abs(r["chosen_fraction"] - mask_prob) < 0.01,
-               f"{r['chosen_fraction']:.1%} of the real tokens were chosen, expected {mask_prob:.0%} ± 1%.")
-    check_true("of the chosen tokens, about 80% become [MASK], 10% a random token and 10% stay",
-               abs(r["mask_fraction"] - 0.8) < 0.02 and abs(r["random_fraction"] - 0.1) < 0.02
-               and abs(r["kept_fraction"] - 0.1) < 0.02 and r["random_ids_valid"],
-               f"got {r['mask_fraction']:.1%} [MASK], {r['random_fraction']:.1%} random, {r['kept_fraction']:.1%} "
-               "kept (a random token may equal the original by chance, rarely); draw the random tokens "
-               "from the non-special ids N_SPECIAL .. vocab_size - 1.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -721,6 +522,7 @@ def pretrain(model: BertForPretraining, corpus: PairCorpus, *, steps: int, batch
     ``log_every`` steps the mean loss, its two parts and the training masked-token accuracy go into
     ``history.steps`` (with the step number under ``"step"``);
     every ``eval_every`` steps (and at the end) ``eval_fn(model)`` goes into ``history.epochs``.
+    The model is left in eval mode, ready to be measured.
     """
     device = next(model.parameters()).device
     corpus = corpus.to(device)
@@ -751,10 +553,8 @@ def pretrain(model: BertForPretraining, corpus: PairCorpus, *, steps: int, batch
                 bar.set_postfix(loss=f"{means['loss']:.3f}", mlm_acc=f"{means['mlm_acc']:.3f}", refresh=False)
             sums, count = {}, 0
         if eval_fn is not None and ((eval_every and step % eval_every == 0) or step == steps):
-            model.eval()
-            with torch.no_grad():
+            with eval_mode(model), torch.no_grad():
                 history.log_epoch({"step": step, **eval_fn(model)})
-            model.train()
     if bar is not None:
         bar.close()
     model.eval()
@@ -814,7 +614,8 @@ def finetune(model: BertClassifier, input_ids: torch.Tensor, labels: torch.Tenso
              batch_size: int = 32, lr: float = 3e-4, weight_decay: float = 0.01, warmup_fraction: float = 0.1,
              seed: int = 0) -> list[float]:
     """Fine-tune every weight of ``model`` on labelled sequences (cross-entropy, AdamW, warm-up and
-    linear decay); returns the mean training loss of each epoch. Same arguments, same budget."""
+    linear decay); returns the mean training loss of each epoch. Same arguments, same budget; the model
+    is left in eval mode."""
     device = next(model.parameters()).device
     input_ids, labels = input_ids.to(device), labels.to(device)
     n = len(labels)
@@ -844,27 +645,27 @@ def finetune(model: BertClassifier, input_ids: torch.Tensor, labels: torch.Tenso
 @torch.no_grad()
 def predict(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Class predictions (N,) of a :class:`BertClassifier`, on the CPU."""
-    model.eval()
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(input_ids), batch_size):
-        with autocast(device):
-            out.append(model(input_ids[start:start + batch_size].to(device)).argmax(-1).cpu())
+    with eval_mode(model):
+        for start in range(0, len(input_ids), batch_size):
+            with autocast(device):
+                out.append(model(input_ids[start:start + batch_size].to(device)).argmax(-1).cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
 def sentence_features(encoder: BertEncoder, input_ids: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """Frozen features (N, D): the mean of the final hidden states over the non-padding tokens."""
-    encoder.eval()
     device = next(encoder.parameters()).device
     out = []
-    for start in range(0, len(input_ids), batch_size):
-        ids = input_ids[start:start + batch_size].to(device)
-        with autocast(device):
-            h = encoder(ids).float()                                              # (B, T, D)
-        keep = (ids != PAD_ID).float()[..., None]                                 # (B, T, 1)
-        out.append(((h * keep).sum(1) / keep.sum(1)).cpu())
+    with eval_mode(encoder):
+        for start in range(0, len(input_ids), batch_size):
+            ids = input_ids[start:start + batch_size].to(device)
+            with autocast(device):
+                h = encoder(ids).float()                                          # (B, T, D)
+            keep = (ids != PAD_ID).float()[..., None]                             # (B, T, 1)
+            out.append(((h * keep).sum(1) / keep.sum(1)).cpu())
     return torch.cat(out)
 
 
@@ -875,11 +676,11 @@ def fill_mask(model: BertForPretraining, tokenizer: WordTokenizer, text: str, k:
     ids = [CLS_ID] + tokenizer.encode(text)[: model.cfg.max_len - 2] + [SEP_ID]
     if MASK_ID not in ids:
         raise ValueError(f"{text!r} has no [MASK]: write [MASK] where a word should be predicted.")
-    model.eval()
     device = next(model.parameters()).device
     x = torch.tensor([ids], device=device)
-    h = model.encoder(x)[0]                                                       # (T, D)
-    probs = model.mlm_logits(h[x[0] == MASK_ID]).float().softmax(-1)             # (n_masks, V)
+    with eval_mode(model):
+        h = model.encoder(x)[0]                                                   # (T, D)
+        probs = model.mlm_logits(h[x[0] == MASK_ID]).float().softmax(-1)         # (n_masks, V)
     top = probs.topk(k, dim=-1)
     return [[(tokenizer.vocab[i], float(p)) for p, i in zip(ps.tolist(), ix.tolist())]
             for ps, ix in zip(top.values, top.indices)]
@@ -889,35 +690,75 @@ def fill_mask(model: BertForPretraining, tokenizer: WordTokenizer, text: str, k:
 def attention_maps(encoder: BertEncoder, input_ids: torch.Tensor, segment_ids: torch.Tensor | None = None
                    ) -> torch.Tensor:
     """The attention weights of every layer and head for one sequence: (L, H, T, T), on the CPU."""
-    encoder.eval()
     device = next(encoder.parameters()).device
     segment_ids = None if segment_ids is None else segment_ids[None].to(device)
-    _, maps = encoder(input_ids[None].to(device), segment_ids, return_attention=True)
+    with eval_mode(encoder):
+        _, maps = encoder(input_ids[None].to(device), segment_ids, return_attention=True)
     return torch.stack([m[0].float().cpu() for m in maps])
 
 
-def plot_attention(weights: torch.Tensor, tokens: Sequence[str], *, title: str | None = None, ncols: int = 4):
-    """Heat maps of attention weights (H, T, T) (one panel per head): row = query token, column = key."""
-    import matplotlib.pyplot as plt
+# ----------------------------------------------------------------------------------------------
+# Self-checks of the lab's exercises
+# ----------------------------------------------------------------------------------------------
 
-    weights = torch.as_tensor(weights).float().cpu()
-    if weights.ndim != 3 or weights.shape[1] != weights.shape[2] or weights.shape[1] != len(tokens):
-        raise ValueError(f"expected weights of shape (H, T, T) with T = {len(tokens)} tokens, got "
-                         f"{tuple(weights.shape)}.")
-    n = weights.shape[0]
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    size = 0.22 * len(tokens) + 1.2
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows), squeeze=False)
-    for h, ax in enumerate(axes.flat):
-        if h >= n:
-            ax.axis("off")
-            continue
-        ax.imshow(weights[h].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
-        ax.set_yticks(range(len(tokens)), tokens if h % ncols == 0 else [], fontsize=7)
-        ax.set_title(f"head {h + 1}", fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+def masking_report(mask_fn: Callable, vocab_size: int = 1000, shape: tuple[int, int] = (512, 256),
+                   seed: int = 0) -> dict[str, float]:
+    """Run ``mask_fn(ids, vocab_size)`` on a large batch with special tokens and padding, and measure
+    what an 80/10/10 rule must give: the fraction of real tokens chosen, the [MASK]/random/kept
+    split of the chosen ones, and whether any special token was chosen or any unchosen one changed."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(N_SPECIAL, vocab_size, shape, generator=g)
+    lengths = torch.randint(shape[1] // 4, shape[1] + 1, (shape[0],), generator=g)
+    ids[torch.arange(shape[1])[None, :] >= lengths[:, None]] = PAD_ID             # padding at the end
+    ids[:, 0] = CLS_ID
+    ids[torch.arange(shape[0]), lengths - 1] = SEP_ID
+    ids[torch.rand(shape, generator=g) < 0.03] = UNK_ID                           # a few unknown words
+    ids[:, 0] = CLS_ID
+    before = ids.clone()
+    with torch.random.fork_rng(devices=[]):          # the same draws every time, the caller's RNG untouched
+        torch.manual_seed(seed)
+        out = mask_fn(ids, vocab_size)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError(f"expected mask_fn to return (inputs, labels), got {type(out).__name__}.")
+    inputs, labels = out
+    chosen = labels != IGNORE_INDEX
+    real = ids >= N_SPECIAL
+    n_chosen = max(int(chosen.sum()), 1)
+    return {
+        "n_tokens": ids.numel(),
+        "input_unchanged": bool(torch.equal(ids, before)),
+        "shapes_ok": inputs.shape == ids.shape and labels.shape == ids.shape,
+        "chosen_fraction": float(chosen.sum() / real.sum()),
+        "mask_fraction": float((chosen & (inputs == MASK_ID)).sum()) / n_chosen,
+        "random_fraction": float((chosen & (inputs != MASK_ID) & (inputs != ids)).sum()) / n_chosen,
+        "kept_fraction": float((chosen & (inputs == ids)).sum()) / n_chosen,
+        "special_chosen": int((chosen & ~real).sum()),
+        "labels_are_originals": bool(torch.equal(labels[chosen], ids[chosen])),
+        "unchosen_changed": int((~chosen & (inputs != ids)).sum()),
+        "random_ids_valid": bool(((inputs >= N_SPECIAL) | (inputs == ids) | (inputs == MASK_ID)).all()
+                                 and (inputs < vocab_size).all()),
+    }
+
+
+def check_masking(mask_fn: Callable, mask_prob: float = 0.15) -> None:
+    """The self-check of the masking exercise: prints ✓ lines or raises ``CheckFailed`` in words."""
+    r = masking_report(mask_fn)
+    check_true("mask_tokens returns inputs and labels shaped like input_ids, and leaves input_ids alone",
+               r["shapes_ok"] and r["input_unchanged"],
+               "return (inputs, labels) of the same shape as input_ids, and build new tensors instead of "
+               "changing input_ids in place (input_ids.clone() or torch.where).")
+    check_true("special tokens ([PAD], [CLS], [SEP], [UNK]) are never chosen", r["special_chosen"] == 0,
+               f"{r['special_chosen']} special tokens were chosen: only ids >= N_SPECIAL may be masked.")
+    check_true("labels hold the original ids at chosen positions and IGNORE_INDEX elsewhere",
+               r["labels_are_originals"] and r["unchosen_changed"] == 0,
+               f"labels must be the original token where chosen, IGNORE_INDEX ({IGNORE_INDEX}) elsewhere, and "
+               f"unchosen inputs must not change ({r['unchosen_changed']} did).")
+    check_true(f"about {mask_prob:.0%} of the real tokens are chosen",
+               abs(r["chosen_fraction"] - mask_prob) < 0.01,
+               f"{r['chosen_fraction']:.1%} of the real tokens were chosen, expected {mask_prob:.0%} ± 1%.")
+    check_true("of the chosen tokens, about 80% become [MASK], 10% a random token and 10% stay",
+               abs(r["mask_fraction"] - 0.8) < 0.02 and abs(r["random_fraction"] - 0.1) < 0.02
+               and abs(r["kept_fraction"] - 0.1) < 0.02 and r["random_ids_valid"],
+               f"got {r['mask_fraction']:.1%} [MASK], {r['random_fraction']:.1%} random, {r['kept_fraction']:.1%} "
+               "kept (a random token may equal the original by chance, rarely); draw the random tokens "
+               "from the non-special ids N_SPECIAL .. vocab_size - 1.")
