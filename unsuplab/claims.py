@@ -317,6 +317,8 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "(WordSim-353 Spearman ρ ≥ 0.5).", "wordsim353_spearman >= 0.5"),
         Claim("analogy_goal", "The cpu profile reaches gensim's 5-epoch quality: at least 38% analogy accuracy.",
               "analogy_acc >= 0.38", unit="%", profiles=("cpu",)),
+        Claim("trains_in_five_minutes", "The cpu profile's training takes at most 5 minutes on a 2-core CPU.",
+              "train_seconds <= 300", unit="s", profiles=("cpu",)),
     ),
     "08_bert": _claims(
         Claim("mlm_beats_unigram", "Masked-token prediction learns context: its accuracy beats the unigram "

@@ -238,8 +238,8 @@ class SkipGram(nn.Module):
         """
         W_in, W_out = self.W_in.weight, self.W_out.weight
         v = W_in.index_select(0, centers)                         # (B, d)
-        mask = negatives != contexts[:, None] if negatives.ndim == 2 else negatives[None, :] != contexts[:, None]
         if negatives.ndim == 2:                                   # per pair: K noise words each
+            mask = negatives != contexts[:, None]                 # (B, K): False where a noise word is the context
             B, K = negatives.shape
             rows = torch.cat([contexts[:, None], negatives], 1).reshape(-1)          # (B (1 + K),)
             u = W_out.index_select(0, rows).view(B, K + 1, -1)   # (B, 1 + K, d): u_o, u_{n_1..K}
@@ -253,16 +253,19 @@ class SkipGram(nn.Module):
             W_in.index_add_(0, centers, grad_v)
             W_out.index_add_(0, rows, (g[:, :, None] * v[:, None, :]).view(len(rows), -1))
         else:                                                    # shared by the batch (8.7)
+            collide = negatives[None, :] == contexts[:, None]    # (B, K'): a noise word that is the context
             u_o = W_out.index_select(0, contexts)                # (B, d)
             u_n = W_out.index_select(0, negatives)               # (K', d)
             s_o = (u_o * v).sum(1)                               # (B,)
             s_n = v @ u_n.T                                      # (B, K')
-            loss = self._loss(s_o, s_n, mask, noise_weight) if return_loss else None
-            g_o = (torch.sigmoid(s_o) - 1) * -lr                 # (B,)  -lr dl/ds_o
-            g_n = torch.sigmoid(s_n) * (mask * (-lr * noise_weight))  # (B, K')  -lr dl/ds_k
-            W_in.index_add_(0, centers, g_o[:, None] * u_o + g_n @ u_n)   # (B, d)
-            W_out.index_add_(0, contexts, g_o[:, None] * v)                # (B, d)
-            W_out.index_add_(0, negatives, g_n.T @ v)                       # (K', d)
+            loss = self._loss(s_o, s_n, ~collide, noise_weight) if return_loss else None
+            # -lr dl/ds: -lr (sigma(s_o) - 1) = lr sigma(-s_o) for the context, -lr (K/K') sigma(s_k) for
+            # the noise words (0 where one is the context); computed in place, one pass each (speed)
+            g_o = torch.sigmoid(s_o.neg_()).mul_(lr)             # (B,)
+            g_n = torch.sigmoid(s_n).mul_(-lr * noise_weight).masked_fill_(collide, 0.0)  # (B, K')
+            W_in.index_add_(0, centers, torch.addmm(g_o[:, None] * u_o, g_n, u_n))   # (B, d)
+            W_out.index_add_(0, contexts, g_o[:, None] * v)                           # (B, d)
+            W_out.index_add_(0, negatives, g_n.T @ v)                                  # (K', d)
         return loss
 
     @staticmethod
