@@ -31,6 +31,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def timed(fn):
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def run_gensim(tokens: list[str], args) -> dict:
+def run_gensim(tokens: list[str], args, score: bool = True) -> dict:
     from gensim.models import Word2Vec
 
     # gensim takes sentences; text8 has none, so cut the stream into pieces of 10,000 words as
@@ -60,18 +61,20 @@ def run_gensim(tokens: list[str], args) -> dict:
                      workers=args.workers, epochs=args.epochs, seed=args.seed)
     _, vocab_wall, _ = timed(lambda: model.build_vocab(sentences))
     _, wall, cpu = timed(lambda: model.train(sentences, total_examples=len(sentences), epochs=args.epochs))
+    speed = {"train_seconds": round(wall, 2), "train_cpu_seconds": round(cpu, 2),
+             "words_per_second": len(tokens) * args.epochs / wall, "words_per_cpu_second": len(tokens) * args.epochs / cpu}
+    if not score:
+        return speed
     counts = torch.tensor([model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key])
     wv = WordVectors(model.wv.index_to_key, torch.from_numpy(model.wv.vectors.copy()), counts)
     scores = evaluate(wv)
     questions = data.fetch("word-eval/questions-words.txt")
     own, _ = model.wv.evaluate_word_analogies(str(questions), restrict_vocab=30_000)
-    return {"vocab_size": len(wv), "vocab_seconds": round(vocab_wall, 2), "train_seconds": round(wall, 2),
-            "train_cpu_seconds": round(cpu, 2), "words_per_second": len(tokens) * args.epochs / wall,
-            "words_per_cpu_second": len(tokens) * args.epochs / cpu, **scores,
+    return {"vocab_size": len(wv), "vocab_seconds": round(vocab_wall, 2), **speed, **scores,
             "analogy_acc_by_gensims_own_evaluation": float(own)}
 
 
-def run_ours(tokens: list[str], args, shared_negatives) -> dict:
+def run_ours(tokens: list[str], args, shared_negatives, score: bool = True) -> dict:
     # The vocabulary and the word ids are built first and timed apart, as gensim's build_vocab is, so
     # that both CPU times count training only.
     (vocab, ids), vocab_wall, _ = timed(lambda: _vocab_and_ids(tokens, args.min_count))
@@ -80,9 +83,11 @@ def run_ours(tokens: list[str], args, shared_negatives) -> dict:
         shared_negatives=shared_negatives, epochs=args.epochs, sample=args.sample, min_count=args.min_count,
         lr=args.lr, threads=args.workers, device=args.device, seed=args.seed, progress=False))
     wall = wv.stats["train_seconds"]
-    return {"vocab_size": len(wv), "vocab_seconds": round(vocab_wall, 2),
-            "train_seconds": round(wall, 2), "train_cpu_seconds": round(cpu, 2),
-            "words_per_second": len(tokens) * args.epochs / wall, "words_per_cpu_second": len(tokens) * args.epochs / cpu,
+    speed = {"train_seconds": round(wall, 2), "train_cpu_seconds": round(cpu, 2),
+             "words_per_second": len(tokens) * args.epochs / wall, "words_per_cpu_second": len(tokens) * args.epochs / cpu}
+    if not score:
+        return speed
+    return {"vocab_size": len(wv), "vocab_seconds": round(vocab_wall, 2), **speed,
             "shared_negatives": wv.stats["settings"]["shared_negatives"],
             "batch_size": wv.stats["settings"]["batch_size"], **evaluate(wv.to("cpu"))}
 
@@ -126,6 +131,29 @@ def compare(tokens: list[str], corpus: str, args) -> dict:
     }
 
 
+def speed_check(tokens: list[str], args) -> dict:
+    """Speed only, robust to a host whose speed drifts: ``args.speed_repeats`` rounds, each training gensim
+    and ours for one epoch on the first ``args.speed_words`` words, back to back (the order alternating
+    from round to round), and the median over the rounds of ours / gensim. A shared machine can change
+    speed by half within minutes at the same load average (measured while this chapter was written), so
+    a ratio taken from two long runs minutes apart measures the machine as well as the code."""
+    few = tokens[:args.speed_words]
+    one = argparse.Namespace(**{**vars(args), "epochs": 1})
+    rounds = []
+    for r in range(args.speed_repeats):
+        runners = [("gensim", lambda: run_gensim(few, one, score=False)),
+                   ("unsuplab", lambda: run_ours(few, one, "auto", score=False))]
+        result = {name: run() for name, run in (runners if r % 2 == 0 else runners[::-1])}
+        result["ratio_wall"] = result["unsuplab"]["words_per_second"] / result["gensim"]["words_per_second"]
+        result["ratio_cpu"] = result["unsuplab"]["words_per_cpu_second"] / result["gensim"]["words_per_cpu_second"]
+        print(f"  speed round {r + 1}: ours / gensim {result['ratio_wall']:.2f}x wall, {result['ratio_cpu']:.2f}x per "
+              f"CPU-second (gensim {result['gensim']['words_per_cpu_second']:,.0f} words per CPU-second)", flush=True)
+        rounds.append(result)
+    return {"words": len(few), "rounds": rounds,
+            "median_ratio_wall": float(np.median([r["ratio_wall"] for r in rounds])),
+            "median_ratio_cpu": float(np.median([r["ratio_cpu"] for r in rounds]))}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", default="auto", help="text8, enwiki-17M, ... or auto (text8 if possible)")
@@ -141,6 +169,9 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu", help="device of our model (gensim always runs on the CPU)")
     parser.add_argument("--per-pair", action="store_true", help="also train ours with K noise words per pair")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--speed-repeats", type=int, default=5,
+                        help="rounds of the speed check: both libraries, one epoch each, back to back (0: none)")
+    parser.add_argument("--speed-words", type=int, default=3_000_000, help="words of the corpus the speed check trains on")
     parser.add_argument("--allow-busy", action="store_true",
                         help="write the file even if the load average exceeds the core count (it says so)")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "word2vec_vs_gensim-cpu.json"))
@@ -170,10 +201,18 @@ def main(argv=None) -> int:
         print(f"{epochs} epoch(s): ours / gensim speed {summary['speed_ratio_wall']:.2f}x on the wall clock, "
               f"{summary['speed_ratio_cpu']:.2f}x per CPU-second; analogy difference "
               f"{100 * summary['analogy_difference']:+.1f} points", flush=True)
+    speed = None
+    if args.speed_repeats > 0:
+        print(f"speed check: {args.speed_repeats} rounds of one epoch each on {min(args.speed_words, len(tokens)):,} words",
+              flush=True)
+        speed = speed_check(tokens, args)
+        print(f"speed check: median ours / gensim {speed['median_ratio_wall']:.2f}x on the wall clock, "
+              f"{speed['median_ratio_cpu']:.2f}x per CPU-second", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**summary, "load_average_at_start": load_at_start,
-                                "machine_was_busy": load_at_start[0] > os.cpu_count(), "runs": runs}, indent=2) + "\n")
+                                "machine_was_busy": load_at_start[0] > os.cpu_count(), "runs": runs,
+                                "speed_check": speed}, indent=2) + "\n")
     print(f"written to {out}")
     return 0
 
