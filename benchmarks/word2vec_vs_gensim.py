@@ -50,6 +50,12 @@ def timed(fn):
     return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def training_speed(words: int, wall: float, cpu: float) -> dict:
+    """Training time on the wall clock and in CPU-seconds, and the words trained per second of each."""
+    return {"train_seconds": round(wall, 2), "train_cpu_seconds": round(cpu, 2),
+            "words_per_second": words / wall, "words_per_cpu_second": words / cpu}
+
+
 def run_gensim(tokens: list[str], args, score: bool = True) -> dict:
     from gensim.models import Word2Vec
 
@@ -61,8 +67,7 @@ def run_gensim(tokens: list[str], args, score: bool = True) -> dict:
                      workers=args.workers, epochs=args.epochs, seed=args.seed)
     _, vocab_wall, _ = timed(lambda: model.build_vocab(sentences))
     _, wall, cpu = timed(lambda: model.train(sentences, total_examples=len(sentences), epochs=args.epochs))
-    speed = {"train_seconds": round(wall, 2), "train_cpu_seconds": round(cpu, 2),
-             "words_per_second": len(tokens) * args.epochs / wall, "words_per_cpu_second": len(tokens) * args.epochs / cpu}
+    speed = training_speed(len(tokens) * args.epochs, wall, cpu)
     if not score:
         return speed
     counts = torch.tensor([model.wv.get_vecattr(w, "count") for w in model.wv.index_to_key])
@@ -83,8 +88,7 @@ def run_ours(tokens: list[str], args, shared_negatives, score: bool = True) -> d
         shared_negatives=shared_negatives, epochs=args.epochs, sample=args.sample, min_count=args.min_count,
         lr=args.lr, threads=args.workers, device=args.device, seed=args.seed, progress=False))
     wall = wv.stats["train_seconds"]
-    speed = {"train_seconds": round(wall, 2), "train_cpu_seconds": round(cpu, 2),
-             "words_per_second": len(tokens) * args.epochs / wall, "words_per_cpu_second": len(tokens) * args.epochs / cpu}
+    speed = training_speed(len(tokens) * args.epochs, wall, cpu)
     if not score:
         return speed
     return {"vocab_size": len(wv), "vocab_seconds": round(vocab_wall, 2), **speed,
