@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unsuplab.models.rbm import (DBN, RBM, ais_betas, ais_log_z, average_log_prob, base_rate_bias, binarize,
-                                 cd_gradient, classification_error, sigmoid_mlp, tensor_batches, train_rbm)
+                                 cd_gradient, classification_error, relu_mlp, sigmoid_mlp, tensor_batches, train_rbm)
 
 
 def random_rbm(n_visible, n_hidden, scale=1.0, seed=0):
@@ -203,6 +203,23 @@ def test_dbn_pretraining_stacks_rbms_and_initialises_the_classifier():
     assert [p.shape for p in baseline.parameters()] == [p.shape for p in net.parameters()]
     samples = dbn.sample(5, n_gibbs=3)
     assert samples.shape == (5, 12) and samples.min() >= 0 and samples.max() <= 1
+
+
+def test_the_modern_baseline_is_the_same_shape_with_relu_and_he_initialisation():
+    torch.manual_seed(0)
+    net = relu_mlp((400, 300, 200), 10)
+    assert [p.shape for p in net.parameters()] == [p.shape for p in sigmoid_mlp((400, 300, 200), 10).parameters()]
+    assert sum(isinstance(m, torch.nn.ReLU) for m in net) == 2 and not any(isinstance(m, torch.nn.Sigmoid) for m in net)
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    assert all(torch.count_nonzero(m.bias) == 0 for m in linears)
+    for m in linears:  # He: std sqrt(2 / fan_in), not PyTorch's default (about 1 / sqrt(3 fan_in))
+        assert m.weight.std().item() == pytest.approx((2 / m.in_features) ** 0.5, rel=0.05)
+    # the signal keeps its scale through the ReLU layers: the mean square stays within a factor 2
+    x = torch.randn(2000, 400)
+    h = x
+    for m in net[:-1]:
+        h = m(h)
+    assert 0.5 < h.pow(2).mean().item() / x.pow(2).mean().item() < 2.5
 
 
 def test_classification_error_and_batches():

@@ -208,6 +208,12 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         Claim("rbm_features_beat_pixels", "On scikit-learn's digits, RBM features beat raw pixels under a "
               "logistic regression by at least 10 points.",
               "digits_acc_rbm_unsuplab - digits_acc_raw >= 0.1", unit="pts"),
+        Claim("dbn_error_goal", "The fine-tuned DBN reaches at most 2% test error on MNIST.",
+              "dbn_test_error <= 0.02", unit="%", profiles=("cpu",)),
+        Claim("rbm_pipeline_as_fast_as_sklearn", "On scikit-learn's digits, the course's RBM pipeline is at least as "
+              "fast as scikit-learn's BernoulliRBM, on the same thread count, at equal or better accuracy.",
+              "digits_seconds_rbm_unsuplab <= digits_seconds_rbm_sklearn and "
+              "digits_acc_rbm_unsuplab >= digits_acc_rbm_sklearn", profiles=("cpu",)),
         Claim("pcd_loglik_goal", "The PCD-trained RBM reaches a test log-likelihood of at least −105 nats.",
               "rbm_pcd_test_logprob >= -105", unit="nats", profiles=("cpu",),
               expected_to_fail="issue 18: the cpu profile trains 5 PCD epochs on 20k digits; "
