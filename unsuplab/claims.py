@@ -213,11 +213,16 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         Claim("rbm_pipeline_as_fast_as_sklearn", "On scikit-learn's digits, the course's RBM pipeline is at least as "
               "fast as scikit-learn's BernoulliRBM, on the same thread count, at equal or better accuracy.",
               "digits_seconds_rbm_unsuplab <= digits_seconds_rbm_sklearn and "
-              "digits_acc_rbm_unsuplab >= digits_acc_rbm_sklearn", profiles=("cpu",)),
+              "digits_acc_rbm_unsuplab >= digits_acc_rbm_sklearn", profiles=("cpu",),
+              expected_to_fail="issue 18: at scikit-learn's batch of 10 rows, each of the 11,500 updates is about "
+                               "45 small torch operations, and torch's fixed cost per operation is several times "
+                               "NumPy's; measured on one thread, the RBM alone trains in 6.2 s against "
+                               "BernoulliRBM's 2.1 s (the accuracy is higher)"),
         Claim("pcd_loglik_goal", "The PCD-trained RBM reaches a test log-likelihood of at least −105 nats.",
-              "rbm_pcd_test_logprob >= -105", unit="nats", profiles=("cpu",),
-              expected_to_fail="issue 18: the cpu profile trains 5 PCD epochs on 20k digits; "
-                               "the longer training the 10-minute budget allows has not been tried yet"),
+              "rbm_pcd_test_logprob >= -105", unit="nats", profiles=("cpu",)),
+        Claim("modern_baseline_needs_no_pretraining", "Today's recipe without pretraining (ReLU units, He "
+              "initialisation, Adam) reaches a test error at least as low as the pretrained DBN's, on the same "
+              "layers, data and epochs.", "relu_test_error <= dbn_test_error", unit="%", profiles=("cpu",)),
     ),
     "04_autoencoders": _claims(
         Claim("linear_ae_is_pca", "A linear autoencoder finds PCA's subspace: its error is within 2% of "

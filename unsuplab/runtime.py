@@ -9,7 +9,8 @@ Every lab and chapter takes one ``profile`` parameter:
 ``full``
     a GPU; results close to the papers'.
 ``auto``
-    ``full`` when a CUDA GPU is present, else ``cpu``.
+    ``full`` on a CUDA GPU where the lab's estimated time (:mod:`unsuplab.cost`) is at most 15
+    minutes, else ``cpu`` (so a T4 runs the labs whose ``full`` profile would take longer with ``cpu``).
 
 The profile is resolved in this order: the notebook's own parameter (when it is not ``auto``),
 then the environment variable ``UNSUPLAB_PROFILE``, then the hardware.
@@ -46,8 +47,10 @@ class SlowProfileWarning(UserWarning):
     """The ``full`` profile, sized for a GPU, was chosen on a machine that has none."""
 
 
-def resolve_profile(profile: str | None = "auto") -> str:
-    """Return ``smoke``, ``cpu`` or ``full`` for a requested profile (``auto`` or ``None`` allowed)."""
+def resolve_profile(profile: str | None = "auto", lab: str | None = None) -> str:
+    """Return ``smoke``, ``cpu`` or ``full`` for a requested profile (``auto`` or ``None`` allowed).
+    ``auto`` on a CUDA GPU asks the cost model about ``lab`` (``full`` if it is estimated at 15 minutes
+    or less there); without a lab it means ``full`` on any CUDA GPU."""
     requested = "auto" if profile is None else str(profile).strip().lower()
     if requested in PROFILES:
         return requested
@@ -65,7 +68,14 @@ def resolve_profile(profile: str | None = "auto") -> str:
             )
         if from_env != "auto":
             return from_env
-    return "full" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return "cpu"
+    if lab is None:
+        return "full"
+    from .cost import choose_auto_profile
+    chosen, why = choose_auto_profile(lab, torch.device("cuda"))
+    print(f"profile auto -> {chosen}: {why}")
+    return chosen
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -153,10 +163,12 @@ class Runtime:
 
 
 def setup(profile: str | None = "auto", seed: int = 0, deterministic: bool = False,
-          device: str | None = None, verbose: bool = True) -> Runtime:
-    """Resolve the profile, pick the device, seed everything; print one line saying so.
-    ``full`` on a CPU is allowed, with a :class:`SlowProfileWarning` that says how long it may take."""
-    rt = Runtime(resolve_profile(profile), get_device(device), seed, deterministic)
+          device: str | None = None, verbose: bool = True, lab: str | None = None) -> Runtime:
+    """Resolve the profile, pick the device, seed everything; print one line saying so and, for a
+    ``lab`` (e.g. ``"07_self_supervised"``), a second with its estimated time on this machine
+    (:func:`unsuplab.cost.announce`; none for ``smoke``). ``full`` on a CPU is allowed, with a
+    :class:`SlowProfileWarning` that says how long it may take."""
+    rt = Runtime(resolve_profile(profile, lab), get_device(device), seed, deterministic)
     if rt.profile == "full" and rt.device.type == "cpu":
         warnings.warn(
             f"profile='full' on a CPU ({rt.device_name}, no CUDA GPU): the full profile is a paper-scale run "
@@ -167,6 +179,11 @@ def setup(profile: str | None = "auto", seed: int = 0, deterministic: bool = Fal
     seed_everything(seed, deterministic)
     if verbose:
         print(rt)
+        if lab is not None:
+            from .cost import announce
+            line = announce(lab, rt.profile, rt.device)
+            if line:
+                print(line)
     return rt
 
 

@@ -1,0 +1,935 @@
+"""What each lab computes, as the cost model counts it (:mod:`unsuplab.cost`).
+
+One function per lab, in the course's order, turns the lab's settings (read from its solution by
+``unsuplab.labs.profile_settings``) into its :class:`~unsuplab.cost.Phase` list: the loops that take
+its time, each with the real models at the profile's sizes and its planned number of steps. A phase's
+``make(n)`` returns a function that does one step at batch (or size) ``n``; the cost model runs it at
+two small sizes and extrapolates to the real one. Data loading, scikit-learn and plotting are not
+phases: the results page shows how much of each lab's measured time that leaves out.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cost import Phase
+
+LABS = ("01_baselines", "02_sparse_coding", "03_rbm_dbn", "04_autoencoders", "05_vae", "06_gan",
+        "07_self_supervised", "08_word2vec", "08_bert", "09_unsupervised_translation")
+
+
+def phases(lab: str, s: dict) -> list[Phase]:
+    """The phases of ``lab`` under the settings ``s``."""
+    try:
+        build = WORKLOADS[lab]
+    except KeyError:
+        raise ValueError(f"no workload for lab {lab!r}: expected one of {', '.join(LABS)}") from None
+    return [p for p in build(s) if p.steps > 0]
+
+
+# ------------------------------------------------------------------------------------------------
+# Steps shared by several labs
+# ------------------------------------------------------------------------------------------------
+
+def optimiser_step(model: nn.Module, loss_fn: Callable[[], torch.Tensor], optimizer=None) -> Callable[[], None]:
+    """One training step (forward, backward, update) of ``model`` on the loss ``loss_fn()``."""
+    optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn().backward()
+        optimizer.step()
+    return step
+
+
+def evaluation(name: str, n_train: int, n_test: int, dim: int, *, probe: bool = True, repeats: int = 1,
+               probe_iters: int = 200, k: int = 5) -> list[Phase]:
+    """The book's evaluation of frozen features (:func:`unsuplab.metrics.evaluate_features`): a k-NN
+    over all training features for each test one, and a linear probe's ``probe_iters`` L-BFGS
+    iterations over the training features (each about 1.25 evaluations of the loss and its gradient,
+    counting the line search)."""
+    from . import metrics
+
+    def knn(n):
+        x, y = torch.randn(n, dim), torch.arange(n) % 10
+        x_test, y_test = torch.randn(n_test, dim), torch.arange(n_test) % 10
+        return lambda: metrics.knn_accuracy(x, y, x_test, y_test, k=min(k, n))
+
+    def probe_eval(n):
+        linear, x, y = nn.Linear(dim, 10), torch.randn(n, dim), torch.arange(n) % 10
+        return lambda: F.cross_entropy(linear(x), y).backward()
+
+    out = [Phase(f"{name}: k-NN", repeats, n_train, knn, small=(64, 128))]
+    if probe:
+        out.append(Phase(f"{name}: linear probe", repeats * probe_iters * 1.25, n_train, probe_eval,
+                         small=(64, 128)))
+    return out
+
+
+def _chunks(total: int, chunk: int) -> tuple[int, int]:
+    """A pass over ``total`` rows ``chunk`` at a time as (steps, size): the number of chunks and their
+    mean size, so that work linear in the rows is exact and every chunk's operations are counted."""
+    steps = max(1, math.ceil(total / chunk))
+    return steps, math.ceil(total / steps)
+
+
+SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
+
+
+def _call(lab: str, s: dict, callee: str) -> dict:
+    """The literal keyword arguments of the lab's calls of ``callee`` under the profile of ``s``."""
+    from .labs import call_settings
+    return call_settings(SOLUTIONS / f"{lab}.ipynb", s["profile"], callee)
+
+
+def _batched(name: str, times: float, total: int, make, batch: int, mixed: bool = False,
+             small: tuple[int, int] = (2, 4)) -> Phase:
+    """``times`` passes over ``total`` items taken ``batch`` at a time: one step per batch."""
+    batches = math.ceil(total / batch)
+    return Phase(name, times * batches, math.ceil(total / batches), make, mixed, small)
+
+
+# ------------------------------------------------------------------------------------------------
+# Chapter 1: PCA and K-means
+# ------------------------------------------------------------------------------------------------
+
+def baselines(s: dict) -> list[Phase]:
+    from .models.baselines import PCA, KMeans
+
+    n, n_test = s["n_train"], s["n_test"]
+
+    def pca(n_rows):
+        x = torch.rand(n_rows, 784)
+        return lambda: PCA().fit(x)
+
+    def kmeans(k, iters):
+        def make(n_rows):
+            x = torch.rand(n_rows, 784)
+            return lambda: KMeans(k, n_init=1, max_iter=iters, tol=0.0, seed=0).fit(x)
+        return make
+
+    n_init = 3 if s["n_train"] > 2_000 else 1
+    return [
+        Phase("PCA of the training digits (several fits)", 4, n, pca, small=(1_000, 2_000)),
+        Phase("K-means, k = 10", n_init, n, kmeans(10, 100), small=(200, 400)),
+        Phase(f"K-means, k = {s['n_centroids']} (features)", 1, n, kmeans(s["n_centroids"], 30),
+              small=(s["n_centroids"] + 50, s["n_centroids"] + 250)),
+        *evaluation("pixels, PCA and K-means features", n, n_test, 784, repeats=4),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Chapter 2: sparse coding
+# ------------------------------------------------------------------------------------------------
+
+def sparse_coding(s: dict) -> list[Phase]:
+    """Lab 2. Left out: the orientation coherence, the Gaussian-blur and local-mean baselines
+    (scikit-image), cutting images into patches and folding them back, plotting."""
+    from . import labs
+    from .models import sparse_coding as sc
+
+    m, K, B, p = s["patch_size"] ** 2, s["n_atoms"], s["batch_size"], s["patch_size"]
+    digits_epochs = labs.call_settings(Path(__file__).resolve().parents[1] / "solutions" / "02_sparse_coding.ipynb",
+                                       s["profile"], "SparseCoding")["n_epochs"]
+    n_demo = {"smoke": 200, "cpu": 500, "full": 1_000}[s["profile"]]    # x_demo = x_val[:rt.pick(...)]
+
+    def atoms(dim, k):
+        return sc.normalize_atoms(torch.randn(dim, k))
+
+    def ista_demo(n):   # one ISTA step, and the objective traced after it and after a FISTA step
+        x, D = torch.randn(n, m) * 0.1, atoms(m, K)
+        z, L = torch.zeros(n, K), sc.lipschitz_constant(D)
+
+        def step():
+            sc.objective(x, D, sc.ista_step(x, D, z, s["lam"], L), s["lam"]).item()
+            sc.objective(x, D, z, s["lam"]).item()
+        return step
+
+    def fit_codes(dim, k, lam):     # one batch of SparseCoding.fit: FISTA codes, objective, A and B
+        def make(b):
+            x, D = torch.rand(b, dim), atoms(dim, k)
+            A, Bs = torch.eye(k), torch.zeros(dim, k)
+
+            def step():
+                z = sc.fista(x, D, lam, s["code_iter"])
+                float(sc.objective(x, D, z, lam))
+                return 0.9 * A + z.T @ z / b, 0.9 * Bs + x.T @ z / b
+            return step
+        return make
+
+    def sweep(dim, k):              # its dictionary step: one BCD sweep (A = I: every atom in use)
+        D, A, Bs = atoms(dim, k), torch.eye(k), torch.randn(dim, k)
+        return lambda _: lambda: sc.dictionary_step_bcd(D, A, Bs)
+
+    def codes(dim, k, n_iter, masked=False, rebuild=False):   # FISTA codes of n rows (and D z + mean)
+        def make(n):
+            x, D = torch.randn(n, dim) * 0.1, atoms(dim, k)
+            mask = (torch.rand(n, dim) >= s["missing_fraction"]).float() if masked else None
+
+            def run():
+                z = sc.fista(x, D, s["lam"], n_iter, mask=mask)
+                if rebuild:
+                    return z @ D.T + x.mean(1, keepdim=True)
+            return run
+        return make
+
+    def image_phase(name, masked, n_lams):      # n_lams calls on the validation crop, one on the test crop
+        grid = lambda side: ((side - p) // s["stride"] + 1) ** 2      # noqa: E731 (patches in a crop)
+        calls = [_chunks(grid(s["val_crop"]), 16_384)] * n_lams + [_chunks(grid(s["crop"]), 16_384)]
+        steps = sum(c for c, _ in calls)
+        size = math.ceil(sum(c * n for c, n in calls) / steps)
+        return Phase(name, steps, size, codes(m, K, s["image_iter"], masked, rebuild=True))
+
+    n_mnist = s["n_train_mnist"] + s["n_test_mnist"]
+    fits = math.ceil(s["n_epochs"] * s["n_patches"] / B)                   # SparseCoding.fit's n_steps
+    digit_fits = math.ceil(digits_epochs * s["n_train_mnist"] / B)
+    return [
+        Phase("demo: 300 ISTA steps, the objective after each ISTA and FISTA step", 300, n_demo, ista_demo),
+        Phase("demo: FISTA, 300 then 1000 steps", 13, n_demo, codes(m, K, 100)),
+        Phase("dictionary learning on patches: codes", fits, B, fit_codes(m, K, s["lam"])),
+        Phase("dictionary learning on patches: BCD sweeps", fits, 1, sweep(m, K), small=(1, 1)),
+        Phase("held-out codes (300 FISTA steps)", 1, s["n_val"], codes(m, K, 300)),
+        Phase("the lambda grid (200 FISTA steps each)", len(s["lam_grid"]), s["n_val"], codes(m, K, 200)),
+        image_phase("denoising: validation crop per lambda, then the test crop", False, len(s["factors"])),
+        image_phase("inpainting: validation crop per lambda, then the test crop", True, len(s["inpaint_lams"])),
+        Phase("dictionary learning on MNIST: codes", digit_fits, B, fit_codes(784, s["mnist_atoms"], s["mnist_lam"])),
+        Phase("dictionary learning on MNIST: BCD sweeps", digit_fits, 1, sweep(784, s["mnist_atoms"]), small=(1, 1)),
+        Phase("codes of the training and test digits (100 FISTA steps)", 2, math.ceil(n_mnist / 2),
+              codes(784, s["mnist_atoms"], 100)),
+        *evaluation("raw pixels", s["n_train_mnist"], s["n_test_mnist"], 784, k=s["knn_k"]),
+        *evaluation("sparse codes", s["n_train_mnist"], s["n_test_mnist"], s["mnist_atoms"], k=s["knn_k"]),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Chapter 3: RBMs, AIS and the deep belief network
+# ------------------------------------------------------------------------------------------------
+
+def rbm_dbn(s: dict) -> list[Phase]:
+    from .models.rbm import DBN, RBM, ais_log_z, average_log_prob, cd_gradient, relu_mlp, sigmoid_mlp, train_rbm
+
+    B, H, n = s["batch_size"], s["n_hidden"], s["n_train"]
+    batches = n // B
+
+    def cd_step(b):
+        rbm, v0 = RBM(784, H), torch.bernoulli(torch.full((b, 784), 0.3))
+
+        def step():
+            with torch.no_grad():
+                dW, db, dc = cd_gradient(rbm, v0, rbm.gibbs(v0, 1))
+                rbm.W += 0.05 * dW
+        return step
+
+    def pcd_step(hidden):
+        def make(b):
+            rbm, x = RBM(784, hidden), torch.bernoulli(torch.full((b, 784), 0.3))
+            return lambda: train_rbm(rbm, x, epochs=1, batch_size=b, persistent=True, progress_bar=False)
+        return make
+
+    def ais(hidden):
+        def make(n_betas):
+            rbm = RBM(784, hidden)
+            return lambda: ais_log_z(rbm, n_chains=s["ais_chains"], n_repeats=s["ais_repeats"], n_betas=n_betas)
+        return make
+
+    def log_prob(n_rows):
+        rbm, x = RBM(784, H), torch.bernoulli(torch.full((n_rows, 784), 0.3))
+        return lambda: average_log_prob(rbm, x, 0.0)
+
+    def gibbs(k):
+        rbm, v = RBM(784, H), torch.bernoulli(torch.full((16, 784), 0.5))
+        return lambda: rbm.gibbs(v, k)
+
+    def digits_step(b):
+        rbm, x = RBM(64, 100), torch.rand(b, 64)
+        return lambda: train_rbm(rbm, x, epochs=1, batch_size=b, persistent=True, momentum=0.0, weight_decay=0.0,
+                                 lr_decay=False, init_visible_bias=False, progress_bar=False)
+
+    sizes, dbn_n, fb = tuple(s["dbn_sizes"]), s["dbn_n_train"], s["finetune_batch"]
+
+    def pretrain(b):
+        dbn, x = DBN(sizes), torch.rand(b, 784)
+        return lambda: dbn.pretrain(x, epochs=1, batch_size=b, progress_bar=False)
+
+    def finetune(build):
+        def make(b):
+            net, x, y = build(), torch.rand(b, 784), torch.arange(b) % 10
+            opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+            return optimiser_step(net, lambda: F.cross_entropy(net(x), y), opt)
+        return make
+
+    def test_error(b):
+        net, x = sigmoid_mlp(sizes, 10), torch.rand(b, 784)
+        return lambda: net(x).argmax(1)
+
+    digits_batches = (s["n_digits_train"] or 5_750) // 10
+    return [
+        Phase("CD-1 (your loop)", s["cd_epochs"] * batches, B, cd_step),
+        Phase("PCD-1", s["pcd_epochs"] * batches, B, pcd_step(H)),
+        Phase("the small RBM (one epoch)", batches, B, pcd_step(s["n_hidden_exact"])),
+        Phase("AIS: small RBM, CD-1 and PCD-1 models", 3, s["n_betas"], ais(H), small=(20, 40)),
+        Phase("AIS: the curve over K", 1, sum(s["ks"]), ais(H), small=(20, 40)),
+        Phase("log p(v): test and train, both models", 4, s["n_test"], log_prob, small=(500, 1_000)),
+        Phase("long Gibbs chains, both models", 2 * s["n_gibbs"], 1, lambda _: gibbs(1), small=(1, 1)),
+        Phase("DBN pretraining (all layers)", s["pretrain_epochs"] * (dbn_n // B), B, pretrain),
+        Phase("fine-tuning: DBN and its sigmoid twin", 2 * s["finetune_epochs"] * (dbn_n // fb), fb,
+              finetune(lambda: sigmoid_mlp(sizes, 10)), mixed=True),
+        Phase("the ReLU network, Adam", s["finetune_epochs"] * (dbn_n // fb), fb,
+              finetune(lambda: relu_mlp(sizes, 10)), mixed=True),
+        Phase("test error after each epoch", 3 * s["finetune_epochs"], 10_000, test_error, small=(500, 1_000)),
+        Phase("RBM on scikit-learn's digits", s["digits_epochs"] * digits_batches, 10,
+              digits_step),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Chapter 4: autoencoders
+# ------------------------------------------------------------------------------------------------
+
+def autoencoders(s: dict) -> list[Phase]:
+    """Lab 4. Left out: the layer-wise codes passed between layer pairs (one forward pass of one layer),
+    the 2-D grid and Gaussian samples, AUROC, t-SNE (scikit-learn), plotting. The anomaly runs assume
+    each digit is a tenth of the pool (the lab trains on the pool without it)."""
+    from .models.autoencoder import Autoencoder, ConvAutoencoder, _LayerPair, autoencoder_loss
+    from .models.baselines import PCA
+
+    n, B, hidden, k = s["n_train"], s["batch_size"], tuple(s["hidden"]), s["k_main"]
+    batches = math.ceil(n / B)
+    shallow = lambda: Autoencoder(784, (), s["shallow_units"], code_activation="sigmoid")   # noqa: E731
+    deep = lambda code=k: Autoencoder(784, hidden, code)                                       # noqa: E731
+
+    def train(build, loss="se", **kw):      # one Adam step of train_autoencoder (unsuplab.train.fit)
+        def make(b):
+            model, x = build(), torch.rand(b, 1, 28, 28)
+            return optimiser_step(model, lambda: autoencoder_loss(model, x, loss=loss, **kw)[0])
+        return make
+
+    def pair(l):                            # one step of train_layerwise on layer pair l (squared error)
+        def make(b):
+            model = _LayerPair(deep(), l)
+            h = torch.rand(b, model.enc.in_features)
+            return optimiser_step(model, lambda: autoencoder_loss(model, h, loss="se")[0])
+        return make
+
+    def forward(build):                     # a test-set pass: reconstruction errors or codes
+        def make(b):
+            model, x = build().eval(), torch.rand(b, 1, 28, 28)
+
+            def run():
+                with torch.no_grad():
+                    return model(x)
+            return run
+        return make
+
+    def pca(n_rows):
+        x = torch.rand(n_rows, 784)
+        return lambda: PCA(k).fit(x)
+
+    budget, n_pairs = s["epochs"] * batches, len(hidden) + 1
+    share = budget // (n_pairs + 1)
+    digits = s.get("anomaly_digits", range(10))          # list(range(10)) is not a literal: absent from s
+    n_pool = s["n_anomaly_train"] - s["n_anomaly_train"] // 10
+    test_chunks, test_chunk = _chunks(s["n_test"], 2048)
+    # passes over the test set (codes counted as whole passes): errors per code size, test_losses, the
+    # conv and MLP errors, the schemes, the 2-D and k-D codes (and the training codes), the anomaly scores
+    n_deep_passes = len(s["code_sizes"]) + 2 + 2 + 3 + 2 + 2 * n / s["n_test"] + len(digits)
+    n_shallow_passes = 3 * 3 + 6 * 3 + 6      # sparse: codes, errors twice; denoising: 3 inputs, always-on
+    corruptions = [("mask", nu) for nu in s["mask_levels"]] + [("gaussian", g) for g in s["gauss_levels"]]
+    return [
+        Phase("PCA of the training digits", 1, n, pca, small=(1_000, 2_000)),
+        Phase(f"deep autoencoder, k = {k}, cross-entropy", s["epochs"] * batches, B,
+              train(deep, "bce"), mixed=True),
+        Phase("linear autoencoder, k = 16", s["epochs"] * batches, B,
+              train(lambda: Autoencoder(784, (), s["k_linear"], activation=None, output="linear")), mixed=True),
+        *[Phase(f"deep autoencoder, k = {c}", s["epochs"] * batches, B, train(lambda c=c: deep(c)), mixed=True)
+          for c in s["code_sizes"]],
+        Phase("sparse: no penalty", s["epochs_shallow"] * batches, B, train(shallow, "bce"), mixed=True),
+        Phase("sparse: L1", s["epochs_shallow"] * batches, B,
+              train(shallow, "bce", sparsity=("l1", s["l1_weight"])), mixed=True),
+        Phase("sparse: KL", s["epochs_shallow"] * batches, B,
+              train(shallow, "bce", sparsity=("kl", s["kl_weight"], s["rho"])), mixed=True),
+        *[Phase(f"denoising: {kind} {level}", s["epochs_shallow"] * batches, B,
+                train(shallow, "bce", corruption=(kind, level)), mixed=True) for kind, level in corruptions],
+        Phase("convolutional autoencoder", s["epochs_conv"] * batches, B,
+              train(lambda: ConvAutoencoder(k, s["conv_channels"]), "bce"), mixed=True),
+        *[Phase(f"layer pair {l + 1}: stacked and stacked + fine-tuned", budget // n_pairs + share, B, pair(l),
+                mixed=True) for l in range(n_pairs)],
+        Phase("fine-tuning the stacked autoencoder", budget - n_pairs * share, B, train(deep), mixed=True),
+        Phase("test-set passes and codes of the deep autoencoders", n_deep_passes * test_chunks, test_chunk,
+              forward(deep)),
+        Phase("test-set passes of the single-layer autoencoders", n_shallow_passes * test_chunks, test_chunk,
+              forward(shallow)),
+        *evaluation("2-D codes: PCA and autoencoder", n, s["n_test"], 2, probe=False, repeats=2, k=s["knn_k"]),
+        *evaluation(f"k = {k} codes: autoencoder and PCA", n, s["n_test"], k, repeats=2, k=s["knn_k"]),
+        *[Phase("anomaly: deep autoencoder without one digit", len(digits) * s["epochs_anomaly"]
+                * math.ceil(n_pool / B), B, train(deep), mixed=True),
+          Phase("anomaly: PCA without one digit", len(digits), n_pool, pca, small=(1_000, 2_000))],
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Chapter 5: variational autoencoders
+# ------------------------------------------------------------------------------------------------
+
+def vae(s: dict) -> list[Phase]:
+    """Lab 5. vae.train runs in float32 (amp=False), so no phase is mixed. Left out: the sprites' test
+    codes and MIG, samples, interpolations and traversals (a few dozen images), plotting."""
+    from .models.vae import VAE, VQVAE, evaluate, log_importance_weights
+
+    B = s["batch_size"]
+    mnist = lambda: VAE(hidden=tuple(s["hidden"]), z_dim=s["z_dim"])          # noqa: E731
+
+    def train(build, shape=(1, 28, 28), binarize=True):   # one Adam step of vae.train (binarised afresh)
+        def make(b):
+            model, x = build(), torch.rand(b, *shape)
+            return optimiser_step(model, lambda: model.loss(torch.bernoulli(x) if binarize else x.round())[0])
+        return make
+
+    def test(build):                        # evaluate(): model.loss without gradients, 1000 images at a time
+        def make(b):
+            model, x = build(), torch.bernoulli(torch.rand(b, 1, 28, 28))
+            return lambda: evaluate(model, x, batch_size=b)
+        return make
+
+    def importance(k):                      # log_importance_weights of 100 digits, one chunk of k <= 250 samples
+        model, x = mnist().eval(), torch.bernoulli(torch.rand(min(100, s["n_iw_test"]), 1, 28, 28))
+        return lambda: log_importance_weights(model, x, k)
+
+    size = s["sprite_size"]
+    sprite = lambda beta: lambda: VAE(image_shape=(1, size, size), hidden=tuple(s["sprite_hidden"]),   # noqa: E731
+                                      z_dim=s["sprite_z_dim"], beta=beta)
+    vq = lambda restart: lambda: VQVAE(channels=s["vq_channels"], code_dim=s["code_dim"],              # noqa: E731
+                                       n_codes=s["n_codes"], commitment=s["commitment"], restart_after=restart)
+    val_chunks, chunk = _chunks(min(2_000, s["n_test"]), 1_000)
+    test_chunks, _ = _chunks(s["n_test"], 1_000)
+    iw_batches = math.ceil(s["n_iw_test"] / 100)
+    return [
+        Phase("VAE on MNIST", s["epochs"] * math.ceil(s["n_train"] / B), B, train(mnist)),
+        Phase("VAE: validation -ELBO each epoch, test -ELBO", s["epochs"] * val_chunks + test_chunks, chunk,
+              test(mnist), small=(50, 100)),
+        Phase("importance-weighted log p(x)", iw_batches * math.ceil(s["n_iw_samples"] / 250),
+              min(250, s["n_iw_samples"]), importance),
+        *[Phase(f"beta-VAE on sprites, beta = {beta:g}", s["sprite_epochs"] * math.ceil(s["n_sprites"] / B), B,
+                train(sprite(beta), (1, size, size), binarize=False)) for beta in s["betas"]],
+        *[Phase(f"VQ-VAE, restart_after = {r}", s["vq_epochs"] * math.ceil(s["vq_n_train"] / B), B,
+                train(vq(r))) for r in (None, s["vq_restart_after"])],
+        Phase("VQ-VAE: test reconstruction and codes, both runs", 2 * 2 * test_chunks, chunk,
+              test(vq(s["vq_restart_after"])), small=(50, 100)),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Chapter 6: generative adversarial networks
+# ------------------------------------------------------------------------------------------------
+
+def gan(s: dict) -> list[Phase]:
+    """Lab 6, as a fresh run (the lab resumes its GANs, the feature net and the VAE from checkpoints
+    when they exist). No GAN loop autocasts; the feature net (unsuplab.train.fit) does. Left out: D's
+    verdicts on the toy's grid (8 snapshots), InfoGAN's and CycleGAN's test-set samples, the Fréchet
+    distances themselves (64 features), plotting."""
+    from .models import gan as g
+    from .models.mnist_classifier import MNISTClassifier, classify
+    from .models.vae import VAE
+
+    B, z_dim = s["batch_size"], s["z_dim"]
+
+    def adam(*models, lr=1e-3):
+        return torch.optim.Adam([q for model in models for q in model.parameters()], lr=lr, betas=(s["beta1"], 0.999))
+
+    def toy_step(b):
+        G, D = g.MLPGenerator(z_dim=2, hidden=64), g.MLPDiscriminator(hidden=64)
+        x, z, opt_G, opt_D = torch.randn(b, 2), torch.randn(b, 2), adam(G), adam(D)
+        return lambda: g.gan_step(G, D, opt_G, opt_D, x, z)
+
+    def toy_look(b):
+        G, z = g.MLPGenerator(z_dim=2, hidden=64), torch.randn(b, 2)
+
+        def run():
+            with torch.no_grad():
+                return g.mode_coverage(G(z))
+        return run
+
+    def head_start(b):                      # D alone against a fixed G
+        G, D = g.MLPGenerator(z_dim=2, hidden=64), g.MLPDiscriminator(hidden=64)
+        x, z = torch.randn(b, 2), torch.randn(b, 2)
+
+        def loss():
+            with torch.no_grad():
+                fake = G(z)
+            return g.discriminator_loss(D(x), D(fake))
+        return optimiser_step(D, loss, adam(D))
+
+    def classifier_step(b):
+        net, x, y = MNISTClassifier(s["classifier_width"]), torch.rand(b, 1, 28, 28), torch.arange(b) % 10
+        return optimiser_step(net, lambda: torch.nn.functional.cross_entropy(net(x), y))
+
+    def classify_real(b):
+        net, x = MNISTClassifier(s["classifier_width"]).eval(), torch.rand(b, 1, 28, 28)
+        return lambda: classify(net, x)
+
+    def samples(b):                         # G's samples through the feature net (gan.generate, classify)
+        G, net = g.DCGANGenerator(z_dim, s["width"]), MNISTClassifier(s["classifier_width"]).eval()
+        z = torch.randn(b, z_dim)
+        return lambda: classify(net, g.generate(G, z))
+
+    def dcgan_step(b):
+        G, D = g.DCGANGenerator(z_dim, s["width"]), g.DCGANDiscriminator(s["width"])
+        x, z, opt_G, opt_D = torch.rand(b, 1, 28, 28) * 2 - 1, torch.randn(b, z_dim), adam(G), adam(D)
+        return lambda: g.gan_step(G, D, opt_G, opt_D, x, z)
+
+    def vae_step(b):
+        model, x = VAE(hidden=tuple(s["vae_hidden"]), z_dim=s["vae_z_dim"]), torch.rand(b, 1, 28, 28)
+        return optimiser_step(model, lambda: model.loss(torch.bernoulli(x))[0])
+
+    def info_step(b):
+        G = g.DCGANGenerator(s["info_noise_dim"] + s["info_codes"], s["info_width"])
+        D = g.DCGANDiscriminator(s["info_width"], n_codes=s["info_codes"])
+        x, noise, codes, opt_G, opt_D = (torch.rand(b, 1, 28, 28) * 2 - 1, torch.randn(b, s["info_noise_dim"]),
+                                         torch.arange(b) % s["info_codes"], adam(G), adam(D))
+        return lambda: g.infogan_step(G, D, opt_G, opt_D, x, noise, codes, s["lambda_info"])
+
+    def cycle_step(b):
+        G_ab, G_ba = (g.Translator(s["cycle_width"], s["cycle_blocks"]) for _ in range(2))
+        D_a, D_b = (g.PatchDiscriminator(s["cycle_width"]) for _ in range(2))
+        a, b_ = torch.rand(b, 1, 28, 28) * 2 - 1, torch.rand(b, 1, 28, 28) * 2 - 1
+        opt_G, opt_D = adam(G_ab, G_ba), adam(D_a, D_b)
+        return lambda: g.cyclegan_step(G_ab, G_ba, D_a, D_b, opt_G, opt_D, a, b_, s["lambda_cyc"])
+
+    toy_every = max(1, s["toy_steps"] // 40)
+    eval_every = max(1, s["dcgan_steps"] // s["n_looks"])
+    looks = math.ceil(s["dcgan_steps"] / eval_every)                      # step % eval_every == 0, or the last
+    look_chunks, look_chunk = _chunks(s["n_look"], 1_000)
+    eval_chunks, eval_chunk = _chunks(s["n_eval"], 1_000)
+    return [
+        Phase("ring toy: alternating steps", s["toy_steps"], 128, toy_step),
+        Phase("ring toy: looks at G's samples", s["toy_steps"] // toy_every + 1, 1_000, toy_look, small=(100, 200)),
+        Phase("ring toy: D's head start", 300, 128, head_start),
+        Phase("feature net", s["classifier_epochs"] * math.ceil(s["n_classifier"] / 128), 128, classifier_step,
+              mixed=True),
+        Phase("feature net on real training and test digits", 2 * eval_chunks, eval_chunk, classify_real,
+              small=(50, 100)),
+        Phase("DCGAN", s["dcgan_steps"], B, dcgan_step),
+        Phase("DCGAN samples: looks, final distance, arithmetic", (looks + 3) * look_chunks + eval_chunks,
+              math.ceil(((looks + 3) * s["n_look"] + s["n_eval"]) / ((looks + 3) * look_chunks + eval_chunks)),
+              samples, small=(50, 100)),
+        Phase("chapter 5's VAE", s["vae_epochs"] * math.ceil(s["n_train"] / 128), 128, vae_step),
+        Phase("InfoGAN", s["info_steps"], B, info_step),
+        Phase("CycleGAN", s["cycle_steps"], s["cycle_batch"], cycle_step),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Chapter 7: pretext tasks, NPID, SimCLR, DeepCluster, on one trunk
+# ------------------------------------------------------------------------------------------------
+
+def self_supervised(s: dict) -> list[Phase]:
+    """Lab 7. Left out: the pretext accuracies on 1,000 test images, the colour-bin counts, NMI, plots.
+    SimCLR's planned steps are counted, and its time budget (full: 570 s) caps its estimate."""
+    from .models import ssl
+
+    n, n_test, B, k = s["n_train"], s["n_test"], s["batch_size"], s["dc_k"]
+    hidden = _call("07_self_supervised", s, "SimCLR")["hidden"]
+    trunk = lambda: ssl.make_backbone(s["arch"], s["width"])        # noqa: E731
+    dim = trunk().feature_dim
+    bank = ssl.MemoryBank(n, momentum=s["memory_momentum"])
+
+    def train(build, loss, sgd=False):     # the lab's train() (ul.train.fit, Adam), or train_simclr's SGD
+        built = functools.cache(lambda: ssl.to_device(build(), "cpu"))     # one model for both counted sizes
+
+        def make(b):
+            model, x = built(), torch.rand(b, 3, 32, 32)
+            opt = (torch.optim.SGD(model.parameters(), lr=s["simclr_lr"], momentum=0.9, nesterov=True,
+                                   weight_decay=5e-4) if sgd else torch.optim.Adam(model.parameters(), lr=s["lr"]))
+            return optimiser_step(model, lambda: loss(model, x), opt)
+        return make
+
+    def rotation(m, x):
+        x_rot, r = ssl.rotate_batch(ssl.random_crop_flip(x))
+        return F.cross_entropy(m(x_rot), r)
+
+    def position(m, x):
+        pairs = ssl.patch_pairs(ssl.random_crop_flip(x, padding=0), s["patch"], s["gap"], s["jitter"])
+        centre, neighbour, where = pairs
+        return F.cross_entropy(m(centre, neighbour), where)
+
+    def colour(m, x):
+        images = ssl.random_crop_flip(x)
+        logits = m(images)
+        return ssl.colorization_loss(logits, m.targets(images, logits.shape[-2:]), torch.ones(m.n_bins))
+
+    def instance(m, x):
+        index = torch.arange(len(x))
+        v = m(ssl.simclr_augment(x))
+        loss = ssl.npid_loss(v, index, bank, s["npid_temperature"])
+        bank.update(index, v)
+        return loss
+
+    def simclr(m, x):
+        z1, z2 = m(torch.cat([ssl.simclr_augment(x), ssl.simclr_augment(x)])).float().chunk(2)
+        return ssl.nt_xent(z1, z2, s["temperature"])
+
+    def classes(c, augment):
+        return lambda m, x: F.cross_entropy(m(augment(x)), torch.arange(len(x)) % c)
+
+    def features(build):
+        def make(b):
+            model, x = ssl.to_device(build(), "cpu"), torch.rand(b, 3, 32, 32)
+            return lambda: ssl.extract_features(model, x)
+        return make
+
+    def bank_start(b):
+        model, x = ssl.InstanceNet(trunk()), torch.rand(b, 3, 32, 32)
+
+        def step():
+            with torch.no_grad():
+                return model(x)                # MemoryBank.start_from: training mode, float32
+        return step
+
+    def clustering(rows):
+        f = torch.randn(rows, dim)
+        return lambda: ssl.kmeans_pseudo_labels(ssl.pca_whiten(f, 64), k, iters=s["dc_kmeans_iters"],
+                                                generator=torch.Generator().manual_seed(0))
+
+    def predictions(b):
+        model, x = ssl.to_device(ssl.Classifier(trunk(), k), "cpu").eval(), torch.rand(b, 3, 32, 32)
+
+        def step():
+            with torch.no_grad():
+                return model(x).argmax(1)
+        return step
+
+    simclr_steps = min(s["simclr_steps"] or math.inf, s["simclr_epochs"] * (n // B))
+    rounds = 2 * s["dc_rounds"]                  # with and without the fixes
+    classifier = lambda c: lambda: ssl.Classifier(trunk(), c)      # noqa: E731
+    return [
+        Phase("RotNet", s["steps"], B // 4, train(classifier(4), rotation), mixed=True),
+        Phase("relative position", s["steps"], B, train(lambda: ssl.RelativePositionNet(trunk()), position),
+              mixed=True),
+        Phase("colorization", s["steps"], B, train(lambda: ssl.Colorizer(trunk(), grid=s["colour_grid"]), colour),
+              mixed=True),
+        _batched("NPID: the memory bank's start", 1, n, bank_start, 1024),
+        Phase("instance discrimination (NPID)", s["npid_steps"], B, train(lambda: ssl.InstanceNet(trunk()), instance),
+              mixed=True),
+        Phase("SimCLR", simclr_steps, B, train(lambda: ssl.SimCLR(trunk(), hidden=hidden), simclr, sgd=True),
+              mixed=True, budget=s["simclr_budget"]),
+        _batched("DeepCluster rounds and the trap: features", rounds + 1, n, features(classifier(k)), 1024, mixed=True),
+        Phase("DeepCluster rounds and the trap: PCA + K-means", rounds + 1, n, clustering, small=(1_000, 2_000)),
+        Phase("DeepCluster steps", rounds * s["dc_steps"], B, train(classifier(k), classes(k, ssl.simclr_augment)),
+              mixed=True),
+        Phase("the trap: two samplings", 2 * s["trap_steps"], B, train(classifier(k), classes(k, ssl.random_crop_flip)),
+              mixed=True),
+        _batched("the trap: predictions", 2, n, predictions, 1024),
+        Phase("supervised", s["steps"], B, train(classifier(10), classes(10, ssl.random_crop_flip)), mixed=True),
+        _batched("frozen features of 9 networks", 9, n + n_test, features(classifier(10)), 1024, mixed=True),
+        *evaluation("raw pixels", n, n_test, 3 * 32 * 32, probe_iters=s["probe_iters"], k=s["knn_k"]),
+        *evaluation("9 networks", n, n_test, dim, repeats=9, probe_iters=s["probe_iters"], k=s["knn_k"]),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Chapter 8: word2vec, BERT
+# ------------------------------------------------------------------------------------------------
+
+def _unit(n: int, d: int) -> torch.Tensor:
+    return F.normalize(torch.randn(n, d), dim=1)
+
+
+def _sgns(vocab: int, dim: int, batch: int, negatives: int = 5, lr: float = 0.025):
+    """``make(b)`` of one SGD step of word2vec (``SkipGram.sgd_step``) on ``b`` pairs, with the
+    ``batch // 16`` noise words shared by the real batch (train_word2vec's ``"auto"``). The matrices
+    hold only as many rows as one ``index_add_`` touches (at most ``b`` + the noise words, fewer than
+    ``vocab``): the counter charges an in-place operation with its whole output tensor, and the step
+    reads and writes only the rows of its batch."""
+    from .models import word2vec as w2v
+
+    shared = max(negatives, batch // 16)
+
+    def make(b):
+        rows = min(vocab, b + shared)
+        model = w2v.SkipGram(rows, dim)
+        cdf = w2v.noise_distribution(torch.arange(rows, 0, -1)).double().cumsum(0).float()
+        centers, contexts = torch.randint(rows, (b,)), torch.randint(rows, (b,))
+        return lambda: model.sgd_step(centers, contexts, w2v.sample_noise(cdf, (shared,)), lr, negatives / shared)
+    return make
+
+
+def word2vec(s: dict) -> list[Phase]:
+    """Lab 8a: skip-gram's SGD steps on enwiki-17M (text8, which a GPU with a network reads, is as long)
+    and the analogy questions. Left out: reading and counting the corpus, subsampling and pairing each
+    chunk (a few vectorised operations per 100,000 words), the similarity sets, the plots."""
+    from .wordvectors import WordVectors, analogy_accuracy
+
+    whole = s["max_words"] is None
+    # Measured on enwiki-17M (results/08_word2vec-cpu.json) and its first 100,000 words (smoke): words,
+    # vocabulary at min_count 5, share of the words in it and kept by subsampling at t = 1e-4, analogy
+    # questions whose four words are among the 30,000 most frequent (19,544 x coverage).
+    words = s["max_words"] or 16_970_402
+    vocab, kept, questions = (71_411, 0.97 * 0.59, 11_920) if whole else (2_762, 0.84 * 0.46, 1_000)
+    pairs = s["epochs"] * words * kept * (s["window"] + 1)    # a kept word has 2 E[b_t] = window + 1 contexts
+    B = s["batch_size"]
+
+    def analogies(q):
+        wv = WordVectors([f"w{i}" for i in range(vocab)], torch.randn(vocab, s["dim"]))
+        rows = torch.randint(min(30_000, vocab), (q, 4)).tolist()
+        asked = {"questions": [tuple(f"w{i}" for i in row) for row in rows]}
+        return lambda: analogy_accuracy(wv, asked, restrict_vocab=30_000)
+
+    return [
+        Phase("SGNS steps", pairs / B, B, _sgns(vocab, s["dim"], B, s["negatives"], s["lr"])),
+        _batched("analogy questions", 1, questions, analogies, 1024, small=(64, 128)),
+    ]
+
+
+def bert(s: dict) -> list[Phase]:
+    """Lab 8b: pretraining with its held-out evaluations, and the few-label curve (fine-tuning runs,
+    their test predictions, the frozen features). Left out: tokenizing the corpus, TF-IDF + scikit-learn,
+    the linear probes on a few hundred features, fill-mask and attention maps."""
+    from .models import bert as B
+    from .train import backward_and_step, grad_scaler
+
+    T, V, cpu = s["seq_len"], s["vocab_size"], torch.device("cpu")
+    cfg = B.BertConfig(vocab_size=V, max_len=T, d_model=s["d_model"], n_layers=s["n_layers"], n_heads=s["n_heads"],
+                       d_ff=4 * s["d_model"], dropout=s["dropout"])
+    # documents of 1,000 tokens, sentences of 20: pairs that fill seq_len, as the lab's mostly do
+    ids = torch.randint(B.N_SPECIAL, V, (100_000,))
+    starts = torch.arange(0, len(ids), 20)
+    doc = starts // 1_000 * 1_000
+    corpus = B.PairCorpus(ids, starts, doc, (doc + 1_000).clamp(max=len(ids)))
+    classes = 6
+    paragraphs = 1_236 if s["max_chars"] is None else 223   # of those classes in the held-out enwiki-17M articles
+    eval_batch = _call("08_bert", s, "make_eval_batches")["batch_size"]
+    ft = _call("08_bert", s, "finetune")
+    pool = _call("08_bert", s, "BertClassifier").get("pool", "cls")
+
+    def pretrain(b):
+        model, scaler = B.BertForPretraining(cfg), grad_scaler(cpu)
+        opt = B._adamw(model, s["lr"], 0.01, cpu)
+
+        def step():
+            batch = corpus.sample_pairs(b, T)
+            batch["input_ids"], batch["labels"] = B.mask_tokens(batch["input_ids"], V, s["mask_prob"])
+            loss, _ = model.loss(batch)
+            backward_and_step(loss, opt, scaler, model.parameters(), 1.0)
+        return step
+
+    def heldout(b):
+        model = B.BertForPretraining(cfg)
+        batches = B.make_eval_batches(corpus, V, n_batches=1, batch_size=b, seq_len=T, mask_prob=s["mask_prob"])
+        return lambda: B.evaluate_mlm(model, batches)
+
+    def finetune(b):
+        clf, scaler = B.BertClassifier(cfg, classes, pool=pool), grad_scaler(cpu)
+        opt = B._adamw(clf, ft.get("lr", 1e-3), 0.01, cpu)
+        x, y = torch.randint(B.N_SPECIAL, V, (b, T)), torch.arange(b) % classes
+
+        def step():
+            backward_and_step(F.cross_entropy(clf(x).float(), y), opt, scaler, clf.parameters(), 1.0)
+        return step
+
+    def predict(b):
+        clf, x = B.BertClassifier(cfg, classes, pool=pool), torch.randint(B.N_SPECIAL, V, (b, T))
+        return lambda: B.predict(clf, x)
+
+    def features(b):
+        encoder, x = B.BertEncoder(cfg), torch.randint(B.N_SPECIAL, V, (b, T))
+        return lambda: B.sentence_features(encoder, x)
+
+    every = max(s["steps"] // 5, 1)
+    evaluations = len(range(every, s["steps"] + 1, every)) + (s["steps"] % every != 0) + 1    # + the final one
+    draws = sum(s["label_draws"].values())
+    runs = 2 * len(s["finetune_lrs"])          # pretrained and random starts, at each learning rate
+    phases = [Phase("pretraining", s["steps"], s["batch_size"], pretrain, mixed=True),
+              Phase("held-out MLM evaluations", evaluations * s["n_eval_batches"], eval_batch, heldout, mixed=True)]
+    for labels, n_draws in s["label_draws"].items():
+        per_epoch = math.ceil(classes * labels / ft["batch_size"])
+        phases.append(Phase(f"fine-tuning, {labels} labels per class",
+                            n_draws * runs * s["finetune_epochs"] * per_epoch,
+                            math.ceil(classes * labels / per_epoch), finetune, mixed=True))
+    return phases + [
+        _batched("test predictions of the fine-tuned", draws * runs, classes * s["n_test_per_class"], predict, 256,
+                 mixed=True),
+        _batched("frozen features of the paragraphs", draws * 2, paragraphs, features, 256, mixed=True),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------
+# Chapter 9: word translation, then unsupervised translation
+# ------------------------------------------------------------------------------------------------
+
+def translation(s: dict) -> list[Phase]:
+    """Lab 9. Part 1: word2vec on each corpus, the adversarial game, refinement, similarity seeds,
+    self-learning and every CSLS search (precisions, criteria), per space (novels, captions). Part 2:
+    back-translation rounds (greedy decoding of both corpora, training steps, BLEU and round-trip BLEU
+    of each round), the supervised model and its BLEU. Left out: reading the corpora, Procrustes' d x d
+    SVDs, the eigenvalues of the isomorphism measure, word-by-word translation and sacreBLEU (Python),
+    and the game's restarts, which run only when it never clicks (full: up to 2 more games). Part 1
+    runs on the CPU whatever the device: word2vec is given none and the vectors stay there."""
+    from .models import unmt
+    from .models import word_translation as wt
+    from .train import backward_and_step, grad_scaler
+
+    k, lang, everywhere, more = s["k_csls"], s["lang"], s["game_everywhere"], s["more_pairs"]
+    game, refine, learn = s["game"], s["refine"], s["learn"]
+    # Measured: the vocabulary of n words of ELTeC novels at min_count 10 (1,027 at 100,000 words, 12,024
+    # at 3M, 15,640 at 5M); a Multi30k half has about 180,000 words and 2,200 of them at min_count 5; the
+    # share of the words kept (in the vocabulary, then subsampled at word2vec's default t = 1e-3).
+    novels, captions, caption_words = round(1_027 * (s["n_words"] / 1e5) ** 0.7), 2_200, 180_000
+    kept_novels, kept_captions = 0.97 * 0.73, 0.95 * 0.61
+
+    def csls(n_src, d, queries):
+        """make(m): translate ``queries`` of ``n_src`` mapped words among ``m`` targets by CSLS (9.6)."""
+        def make(m):
+            WX, Y = _unit(n_src, d), _unit(m, d)
+            return lambda: wt.translate(WX, Y, torch.arange(min(queries, n_src)), method="csls", k=k, topn=5)
+        return make
+
+    def induce(n_src, d):
+        def make(m):
+            WX, Y = _unit(n_src, d), _unit(m, d)
+            return lambda: wt.induce_dictionary(WX, Y, max_rank=n_src, k=k)
+        return make
+
+    def learning(r, d):
+        def make(m):
+            X, Y, seed = _unit(r, d), _unit(m, d), torch.arange(min(m, 100)).repeat(2, 1).T
+            return lambda: wt.self_learning(X, Y, seed, iterations=1, max_rank=r, k=k)
+        return make
+
+    def signatures(n, d):                        # counted once at n words: its work grows as n^2
+        X = _unit(n, d)
+        return lambda _: lambda: wt.similarity_signatures(X, n)
+
+    def game_step(d):
+        def make(b):
+            X, Y = _unit(game["most_frequent"], d), _unit(game["most_frequent"], d)
+            W, dis = torch.nn.Parameter(torch.eye(d)), wt.Discriminator(d, game["hidden"])
+            opt_w, opt_d = torch.optim.SGD([W], lr=game["lr"]), torch.optim.SGD(dis.parameters(), lr=game["lr"])
+            g = torch.Generator().manual_seed(0)
+
+            def step():
+                for _ in range(5):
+                    wt.discriminator_step(dis, opt_d, W, *wt._sample_words(X, Y, b, len(X), len(Y), g))
+                wt.mapping_step(dis, opt_w, W, *wt._sample_words(X, Y, b, len(X), len(Y), g))
+            return step
+        return make
+
+    def space(name, V, d, pairs, hidden):
+        """The phases of one kind of vector space: ``pairs`` curve steps between two of them, and
+        (``hidden``) the experiments on the hidden rotation and the supervised en-lang baseline."""
+        r_ref, r_learn, n_sig = min(refine["max_rank"], V), min(learn["max_rank"], V), min(s["n_signature"], V)
+        n_0 = min(n_sig, 1_000)
+        games = hidden + everywhere * pairs
+        evals = math.ceil(game["steps"] / game["eval_every"])    # every eval_every steps, and at the last
+        refinements = 2 * hidden + everywhere * pairs
+        maps = 3 * hidden + (3 + everywhere) * pairs             # supervised, similarity, identical (, adversarial)
+        precisions = maps + 7 * hidden                           # + supervised nn/CSLS, 4 of the rotation, robust
+        full_searches = 2                                        # hidden: hubs, nn and CSLS; captions: the dictionary
+        criteria = games * evals + refinements * (refine["iterations"] + 1) + hidden   # + the unaligned one
+        small = (32, 64)
+        return [
+            Phase(f"{name}: adversarial game", games * game["steps"], game["batch_size"], game_step(d)),
+            Phase(f"{name}: criterion (9.7) of the game and refinement", criteria, V, csls(V, d, 1_000), small=small),
+            Phase(f"{name}: refinement, induced dictionaries", refinements * refine["iterations"], r_ref,
+                  induce(r_ref, d), small=small),
+            Phase(f"{name}: similarity signatures", 2 * (hidden + pairs) * (n_sig / n_0) ** 2, n_0,
+                  signatures(n_0, d), small=(n_0, n_0)),
+            Phase(f"{name}: similarity seeds", hidden + pairs, n_sig, induce(n_sig, n_sig), small=small),
+            Phase(f"{name}: self-learning", (hidden + 2 * pairs) * learn["iterations"], r_learn, learning(r_learn, d),
+                  small=small),
+            Phase(f"{name}: P@1 of every map", precisions, V, csls(V, d, min(1_500, V)), small=small),
+            Phase(f"{name}: every word translated", full_searches, V, csls(V, d, V), small=small),
+            Phase(f"{name}: criterion of every map", maps, r_learn, csls(r_learn, d, 1_000), small=small),
+        ]
+
+    novel_pairs = 2 + 2 * more                   # en-en halves, en-lang (, en-Wikipedia, en-other)
+    w2v_n, w2v_c = s["w2v_novels"], s["w2v_captions"]
+    part1 = [
+        Phase("word2vec, novels", (3 + 2 * more) * w2v_n["epochs"] * s["n_words"] * kept_novels * 6 / 1024, 1024,
+              _sgns(novels, w2v_n["dim"], 1024)),
+        Phase("word2vec, captions", 2 * w2v_c["epochs"] * caption_words * kept_captions * 6 / 1024, 1024,
+              _sgns(captions, w2v_c["dim"], 1024)),
+        *space("novels", novels, w2v_n["dim"], novel_pairs, True),
+        *space("captions", captions, w2v_c["dim"], 1, False),
+    ]
+
+    # Part 2: Multi30k's halves hold 3,160 English and 3,337 French words at min_count 3 (German: similar);
+    # sentences average 13.5 tokens; a batch of random ones is padded to about 24.
+    vocab = unmt.MTVocab(("en", lang), {"en": [f"e{i}" for i in range(3_160)], lang: [f"x{i}" for i in range(3_337)]})
+    other = {"en": lang, lang: "en"}
+
+    def sentences(b, language, T=24):
+        lo, hi = vocab.lang_range(language)
+        return torch.randint(lo, hi, (b, T)), torch.randint(T // 4, T + 1, (b,))
+
+    stored = SimpleNamespace(generate=lambda y, y_len, language: (sentences(len(y), language, y.shape[1])[0], y_len))
+
+    def trainer(loss):
+        @functools.cache                         # one model for both counted sizes
+        def built():
+            model = unmt.Seq2Seq(vocab, **s["model_size"])
+            return (model, *unmt._optimizer(model, s["lr"], 50))
+
+        def make(b):
+            (model, opt, sched), scaler = built(), grad_scaler("cpu")
+            batches = {language: sentences(b, language) for language in other}
+
+            def step():
+                backward_and_step(loss(model, batches), opt, scaler, model.parameters(), 1.0)
+                sched.step()
+            return step
+        return make
+
+    def unsupervised(model, batches):            # the four terms of (9.11), back-translations looked up
+        p, shuffle = s["p_drop"], s["k_shuffle"]
+        return sum([unmt.denoising_loss(model, *batches[l], l, p, shuffle) for l in other]
+                   + [unmt.back_translation_loss(model, stored, *batches[l], l, other[l], p, shuffle) for l in other])
+
+    def supervised(model, batches):
+        return sum(model(*batches[a], *batches[b], b) for a, b in other.items())
+
+    translator = functools.cache(lambda: unmt.Seq2Seq(vocab, **s["model_size"]).eval())
+
+    def decode(b):       # translate_ids: greedy, batches of similar lengths; a trained model stops near
+                         # the source's length (14 + <eos>), where an untrained one would run to max_len
+        model, src = translator(), sentences(b, "en", 14)[0]
+        return lambda: model.generate(src, torch.full((b,), 14), lang, max_len=16)
+
+    iterations, steps, n_test = s["iterations"], s["steps"], s["n_test"]
+    sup_steps = s.get("supervised_steps") or (steps if s["profile"] == "cpu" else iterations * steps)
+    n_val = {"smoke": 5, "cpu": 100, "full": 1_000}[s["profile"]]        # val_en, a slice in the lab
+    # both corpora after rounds 1.. (back-translations), the test sentences after each round and for the
+    # supervised model, round trips of val_en, the examples: each in both directions, 256 at a time
+    decoded = [(iterations - 1, s["n_mono"]), (iterations + 1, n_test), (iterations, n_val), (1, min(100, n_test))]
+    batches = sum(2 * times * math.ceil(n / 256) for times, n in decoded)
+    sentences_decoded = sum(2 * times * n for times, n in decoded)
+    part2 = [
+        Phase("greedy decoding: back-translations, BLEU, round trips", batches, math.ceil(sentences_decoded / batches),
+              decode, mixed=True),
+        Phase("back-translation steps", iterations * steps, s["batch_size"], trainer(unsupervised), mixed=True),
+        Phase("supervised steps", sup_steps, 2 * s["batch_size"], trainer(supervised), mixed=True),
+    ]
+    for phase in part1:
+        phase.on_cpu = True
+    return [p for p in part1 + part2 if p.steps > 0]
+
+
+WORKLOADS: dict[str, Callable[[dict], list[Phase]]] = {
+    "01_baselines": baselines,
+    "02_sparse_coding": sparse_coding,
+    "03_rbm_dbn": rbm_dbn,
+    "04_autoencoders": autoencoders,
+    "05_vae": vae,
+    "06_gan": gan,
+    "07_self_supervised": self_supervised,
+    "08_word2vec": word2vec,
+    "08_bert": bert,
+    "09_unsupervised_translation": translation,
+}
