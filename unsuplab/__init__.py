@@ -13,13 +13,16 @@ lesson and not the plumbing:
 ``unsuplab.labs``         generate the exercise notebooks from the solutions
 ``unsuplab.bench``        run a notebook under a profile and record its results
 ``unsuplab.claims``       each lab's headline claims, checked against its measured runs
+``unsuplab.cost``         how long a lab takes on this machine, from its counted work
+``unsuplab.workloads``    what each lab computes, as the cost model counts it
+``unsuplab.wordvectors``  word vectors: nearest neighbours, analogies, similarity benchmarks
 ``unsuplab.models``       the models of each chapter, one family per file
 ========================  ===============================================================
 
 Typical first cell of a lab::
 
     import unsuplab as ul
-    rt = ul.setup(profile, seed=0)   # prints the profile, the device and the seed
+    rt = ul.setup(profile, seed=0, lab="05_vae")   # prints the profile, the device, the seed and an estimate
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ REPO_URL = "https://github.com/unsupervised-deep-learning/course"
 #: installs that tag, so a lab keeps the package it was written for, whatever ``main`` becomes later.
 RELEASE_TAG = f"v{__version__}"
 
-_SUBMODULES = ("data", "train", "metrics", "viz", "checks", "labs", "bench", "claims", "models", "runtime")
+_SUBMODULES = ("data", "train", "metrics", "viz", "checks", "labs", "bench", "claims", "cost", "workloads",
+               "wordvectors", "models", "runtime")
 
 __all__ = ["Runtime", "setup", "resolve_profile", "get_device", "seed_everything",
            "REPO_URL", "RELEASE_TAG", "__version__", *_SUBMODULES]
