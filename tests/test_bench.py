@@ -4,6 +4,7 @@ Two papermill executions in all (a passing and a failing notebook): each starts 
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -86,6 +87,10 @@ def test_run_writes_results_with_metrics_and_runtime(tmp_path, monkeypatch):
               "import os\n"
               "from unsuplab import bench\n"
               "assert os.environ['UNSUPLAB_PROGRESS'] == '0'\n"
+              "from unsuplab.runtime import checkpoint_dir\n"
+              "ckpt = checkpoint_dir(verbose=False)\n"
+              "assert ckpt.name.startswith('unsuplab-bench-checkpoints-') and not any(ckpt.iterdir()), ckpt\n"
+              "open(ckpt / 'left.pt', 'w').write('a checkpoint')\n"
               "open('cwd_marker.txt', 'w').write('here')\n"
               "bench.record(acc=0.5 if profile == 'smoke' else 0.9, n=3)\n"
               "bench.record(extra=epochs)")
@@ -109,6 +114,8 @@ def test_run_writes_results_with_metrics_and_runtime(tmp_path, monkeypatch):
     for key in ("load_average_start", "load_average_end"):
         assert on_disk[key] is None or on_disk[key] >= 0
     assert (tmp_path / "nb" / "cwd_marker.txt").read_text() == "here"  # ran in the notebook's folder
+    # a measured run never resumes: its checkpoints went to a fresh folder, removed after the run
+    assert not (tmp_path / "nb" / "checkpoints").exists() and "UNSUPLAB_CHECKPOINTS" not in os.environ
     assert (tmp_path / "_build" / "bench" / "01_tiny-smoke.ipynb").exists()
 
 
