@@ -269,9 +269,13 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         Claim("infogan_code_finds_digits", "InfoGAN's categorical code, learned without labels, predicts "
               "the digit far above chance (10%).", "infogan_code_digit_acc >= 0.2", unit="%"),
         Claim("fd_near_floor", "The DCGAN's Fréchet distance is within 3 times the real-data floor.",
-              "fd_ratio_to_floor <= 3", unit="×", profiles=("cpu",),
-              expected_to_fail="issue 18: 800 generator steps stay several times above the floor; the "
-                               "longer training the cpu budget allows has not been tried yet"),
+              "fd_ratio_to_floor <= 3", unit="×", profiles=("cpu",)),
+        Claim("infogan_goal", "InfoGAN's categorical code matches the digit at least 80% of the time (the paper: "
+              "about 95%).", "infogan_code_digit_acc >= 0.8", unit="%", profiles=("cpu",),
+              expected_to_fail="issue 18: measured on this host, 27% after 800 steps and 30% after 4,000 (width 16, "
+                               "lambda 1): five times the training barely moves it, so the code settles on a few "
+                               "digit styles rather than the ten digits; what would fix it (width, lambda, the "
+                               "discriminator's head) has not been found yet"),
     ),
     "07_self_supervised": _claims(
         Claim("random_trunk_beats_pixels", "A randomly initialised network is already a strong baseline: its "
