@@ -81,10 +81,10 @@ def test_a_result_that_breaks_a_cpu_claim_is_caught(tmp_path, capsys):
 
 
 def test_a_known_failure_that_starts_to_hold_must_be_unmarked(tmp_path):
-    copy = _doctored_copy(tmp_path, "06_gan", "cpu", fd_ratio_to_floor=2.0)
-    v = claims.verdict("06_gan", "fd_near_floor", "cpu", results_dir=copy)
+    copy = _doctored_copy(tmp_path, "06_gan", "cpu", infogan_code_digit_acc=0.9)
+    v = claims.verdict("06_gan", "infogan_goal", "cpu", results_dir=copy)
     assert v.state == claims.UNEXPECTED_PASS and v.broken
-    assert claims.verdict("06_gan", "fd_near_floor", "cpu", results_dir=RESULTS).state == claims.EXPECTED_FAIL
+    assert claims.verdict("06_gan", "infogan_goal", "cpu", results_dir=RESULTS).state == claims.EXPECTED_FAIL
 
 
 def test_a_missing_results_file_or_metric_is_not_measured(tmp_path):

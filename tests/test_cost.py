@@ -72,6 +72,7 @@ HOST = cost.measure_cpu(0.05)
 def on_a_gpu(monkeypatch):
     """Pretend to be on CUDA card ``name`` (the rates are the cost model's only contact with it)."""
     def use(name):
+        monkeypatch.delenv(runtime.PROFILE_ENV, raising=False)                 # CI sets it to smoke
         monkeypatch.setattr(cost, "measure_cpu", lambda seconds=0.3: HOST)     # measured before CUDA is faked
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(cost, "this_machine", lambda device: cost.gpu_hardware(name))
