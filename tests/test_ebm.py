@@ -85,5 +85,51 @@ def test_diverging_training_stops_with_a_message():
 
     from unsuplab.train import TrainingDiverged
 
-    with pytest.raises(TrainingDiverged, match="energy loss is nan at step 1"):
+    with pytest.raises(TrainingDiverged, match="EBM loss is nan at step 1"):
         ebm.train_ebm(Broken(), torch.randn(10, 2), steps=3, batch_size=4, langevin_steps=1)
+
+
+def test_langevin_step_is_eq_10_3_and_mask_holds_pixels_fixed():
+    energy = Quadratic([0.0, 0.0], 0.0)                       # dE/dx = x
+    x, xi = torch.tensor([[2.0, -1.0]]), torch.tensor([[0.1, 0.2]])
+    torch.testing.assert_close(ebm.langevin_step(energy, x, 0.5, xi), x - 0.25 * x + xi)
+    clipped = ebm.langevin_step(energy, x, 0.5, torch.zeros(1, 2), grad_clip=0.5)
+    torch.testing.assert_close(clipped, x - 0.25 * torch.tensor([[0.5, -0.5]]))
+    mask = torch.tensor([[1.0, 0.0]])
+    moved = ebm.langevin(energy, torch.full((5, 2), 3.0), steps=20, step_size=0.1, mask=mask)
+    assert (moved[:, 1] == 3.0).all() and (moved[:, 0] != 3.0).all()
+
+
+def test_log_likelihood_on_the_grid_matches_a_gaussian_exactly():
+    # E = |x - m|^2 / (2 s^2) is N(m, s^2 I) up to Z: the grid's log Z and log-likelihood must match
+    energy = Quadratic([0.5, -0.3], math.log(0.6))
+    x = torch.randn(200, 2) * 0.6 + torch.tensor([0.5, -0.3])
+    exact = torch.distributions.Normal(energy.m.detach(), 0.6).log_prob(x).sum(1).mean().item()
+    assert ebm.log_partition_grid(energy, lim=4.0, n=300) == pytest.approx(math.log(2 * math.pi * 0.36), abs=1e-3)
+    assert ebm.log_likelihood_2d(energy, x, lim=4.0, n=300) == pytest.approx(exact, abs=1e-3)
+
+
+def test_energy_cnn_scores_images_and_checks_their_shape():
+    net = ebm.EnergyCNN(width=4)
+    assert net(torch.zeros(3, 1, 28, 28)).shape == (3,)
+    with pytest.raises(ValueError, match=r"expected images of shape \(N, 1, 28, 28\)"):
+        net(torch.zeros(3, 784))
+
+
+def test_interrupted_training_resumes_to_the_same_model(tmp_path):
+    # 6 steps at once, and 3 + 3 with a checkpoint between: the same energy and the same buffer
+    data = torch.randn(200, 2)
+
+    def run(steps, checkpoint):
+        torch.manual_seed(0)
+        net = ebm.EnergyMLP(2, hidden=8)
+        return net, ebm.train_ebm(net, data, steps=steps, batch_size=16, langevin_steps=2, seed=3,
+                                  buffer_size=64, checkpoint=checkpoint)
+
+    whole, (history, buffer) = run(6, tmp_path / "whole.pt")
+    run(3, tmp_path / "split.pt")
+    split, (history_split, buffer_split) = run(6, tmp_path / "split.pt")
+    assert len(history_split.loss) == 6 and history_split.loss == pytest.approx(history.loss)
+    for a, b in zip(whole.parameters(), split.parameters()):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(buffer.points, buffer_split.points)

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from unsuplab.models.rbm import (DBN, RBM, ais_betas, ais_log_z, average_log_prob, base_rate_bias, binarize,
-                                 cd_gradient, classification_error, relu_mlp, sigmoid_mlp, tensor_batches, train_rbm)
+from unsuplab.models.rbm import (DBN, RBM, LeanCD, ais_betas, ais_log_z, average_log_prob, base_rate_bias,
+                                 binarize, cd_gradient, classification_error, relu_mlp, sigmoid_mlp, tensor_batches,
+                                 train_rbm)
 
 
 def random_rbm(n_visible, n_hidden, scale=1.0, seed=0):
@@ -138,6 +139,64 @@ def test_long_gibbs_chains_sample_the_model_distribution():
     codes = (v * 2 ** torch.arange(3, -1, -1)).sum(1).long()
     p_chain = torch.bincount(codes, minlength=16).float() / len(v)
     assert 0.5 * (p_chain - p_exact).abs().sum() < 0.02   # total variation distance
+
+
+@pytest.mark.parametrize("persistent, k, momentum, weight_decay",
+                         [(True, 1, 0.0, 0.0), (False, 1, 0.0, 0.0), (True, 3, 0.5, 1e-2), (False, 2, 0.9, 1e-2)])
+def test_lean_updates_are_the_updates_of_cd_gradient(persistent, k, momentum, weight_decay):
+    # train_rbm's fused updates (LeanCD) against the readable path: Gibbs sampling with the model's
+    # conditionals, cd_gradient, SGD with momentum written out, fed the same uniform random numbers
+    rbm = random_rbm(7, 5, scale=0.5, seed=7)                        # float64: equal up to rounding
+    ref = random_rbm(7, 5, scale=0.5, seed=7)
+    B, rate = 4, 0.3
+    torch.manual_seed(8)
+    batches = torch.bernoulli(torch.full((3, B, 7), 0.4, dtype=torch.float64))
+    lean = LeanCD(rbm, B, k=k, persistent=persistent, momentum=momentum, weight_decay=weight_decay)
+    chains = torch.bernoulli(torch.full((B, 7), 0.5, dtype=torch.float64))
+    lean.chains.copy_(chains)
+    velocity = [torch.zeros_like(p) for p in (ref.W, ref.b, ref.c)]
+    sq_error = 0.0
+
+    def sample(p, u):                                                  # 1 with probability p
+        return (u < p).double()
+
+    with torch.no_grad():
+        for v0, u in zip(batches, lean.uniforms(len(batches))):
+            lean.update(v0, u, rate)
+            # the reference: u[0] holds the uniforms of h0 ~ p(h | v0) (first B rows) and, for PCD, of
+            # the chains' first hidden sample (last B rows); then one block per half step
+            h0 = sample(ref.p_h_given_v(v0), u[0][:B])
+            sq_error += ((v0 - ref.p_v_given_h(h0)) ** 2).sum()
+            start = chains if persistent else v0
+            h = sample(ref.p_h_given_v(start), u[0][-B:])
+            vk = sample(ref.p_v_given_h(h), u[1])
+            for i in range(1, k):
+                h = sample(ref.p_h_given_v(vk), u[2 * i])
+                vk = sample(ref.p_v_given_h(h), u[2 * i + 1])
+            dW, db, dc = cd_gradient(ref, v0, vk)
+            for p, v, grad in zip((ref.W, ref.b, ref.c), velocity, (dW - weight_decay * ref.W, db, dc)):
+                v.mul_(momentum).add_(grad, alpha=rate)
+                p.add_(v)
+            chains = vk
+            assert torch.equal(lean.chains, vk)
+            for p, q in zip((rbm.W, rbm.b, rbm.c), (ref.W, ref.b, ref.c)):
+                assert torch.allclose(p, q, rtol=0, atol=1e-12), (p - q).abs().max()
+    assert lean.sq_error.sum().item() == pytest.approx(sq_error.item(), rel=1e-12)
+
+
+def test_train_rbm_records_per_epoch_and_keeps_the_chains():
+    torch.manual_seed(9)
+    x = torch.bernoulli(torch.full((43, 6), 0.3))
+    rbm = RBM(6, 3)
+    history = train_rbm(rbm, x, epochs=3, batch_size=10, lr=0.1, k=2, persistent=True, progress_bar=False,
+                        eval_fn=lambda rbm: {"mean_W": rbm.W.mean().item()})
+    assert len(history.epochs["recon_error"]) == 3 and len(history.epochs["mean_W"]) == 3
+    assert history.epochs["lr"][-1] == pytest.approx(0.1 * (1 - 11 / 12))  # linear decay, 4 updates an epoch
+    particles = rbm.fantasy_particles
+    assert particles.shape == (10, 6) and set(particles.unique().tolist()) <= {0.0, 1.0}
+    assert not particles.requires_grad and rbm.W.requires_grad
+    (rbm.free_energy(x).mean()).backward()                           # the parameters still train by autograd
+    assert rbm.W.grad is not None
 
 
 def exact_mean_log_prob(rbm, data):

@@ -25,7 +25,9 @@ The model's loss is a function the chapter writes::
     history = fit(model, loss_fn, loader, epochs=10, lr=1e-3, checkpoint="checkpoints/ae.pt")
     viz.plot_history(history, title="Reconstruction loss per epoch")
 
-Custom loops (a GAN's) reuse the parts: :func:`check_finite`, :func:`save_checkpoint`,
+Loops counted in steps rather than epochs (a GAN's alternating updates, an energy-based model's
+sampling and update) give one step as a function to :func:`run_steps`, which adds the same guard,
+checkpoints and resume. Custom loops reuse the parts: :func:`check_finite`, :func:`save_checkpoint`,
 :func:`load_checkpoint`, :func:`progress`, and :func:`autocast` with :func:`grad_scaler` for mixed precision.
 """
 
@@ -52,7 +54,7 @@ from torch import nn
 
 __all__ = ["fit", "History", "TrainingDiverged", "UnsafeCheckpointError", "check_finite", "save_checkpoint",
            "load_checkpoint", "to_device", "progress", "amp_dtype", "autocast", "grad_scaler", "NoScaler",
-           "backward_and_step", "eval_mode"]
+           "backward_and_step", "eval_mode", "run_steps"]
 
 PROGRESS_ENV = "UNSUPLAB_PROGRESS"
 
@@ -370,6 +372,53 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", **objects: Any)
             raise RuntimeError(f"the checkpoint {path} does not fit this {name} ({error}): it was probably "
                                "written for another architecture or settings; delete it to start afresh.") from error
     return state
+
+
+def run_steps(step_fn: Callable[[int], dict], n_steps: int, *, checkpoint: str | Path | None = None,
+              state: dict | None = None, generator: torch.Generator | None = None, resume: bool = True,
+              checkpoint_every: int = 200, desc: str = "training") -> dict:
+    """A loop of ``n_steps`` updates, each one call ``step_fn(step)`` for step = 1 .. ``n_steps`` that
+    does the update and returns its losses (a dict of 0-d tensors or numbers). Every loss is checked with
+    :func:`check_finite` (a clear error, not a silent NaN) and logged; every ``checkpoint_every`` steps and
+    at the end, ``state`` (nets, optimizers, anything with ``state_dict``, by name), the log, the step and
+    the state of ``generator`` (the random stream of the batches) are saved to ``checkpoint``. With
+    ``resume`` a checkpoint that exists is loaded first, so an interrupted run continues where it stopped
+    and a finished run is not repeated.
+
+    Returns the log: ``{"step": [...], "<loss>": [...], "seconds": training time}``.
+    """
+    state = dict(state or {})
+    log: dict = {"step": [], "seconds": 0.0}
+    start = 0
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and resume and checkpoint.exists():
+        saved = load_checkpoint(checkpoint, **state)
+        start, log = saved["step"], saved["log"]
+        if generator is not None and saved.get("rng") is not None:
+            generator.set_state(saved["rng"])
+        if saved.get("global_rng") is not None:
+            _set_rng_state(saved["global_rng"])
+        print(f"resumed from {checkpoint} at step {start} of {n_steps}"
+              + (" (already finished)" if start >= n_steps else ""))
+
+    def save(step: int) -> None:
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, **state, step=step, log=log, global_rng=_rng_state(),
+                            rng=generator.get_state() if generator is not None else None)
+
+    started = time.perf_counter()
+    for step in progress(range(start + 1, n_steps + 1), desc=desc, initial=start, total=n_steps):
+        losses = step_fn(step)
+        for name, value in losses.items():
+            check_finite(value, step=step, what=f"{desc} {name}", checkpoint=checkpoint)
+        log["step"].append(step)
+        for name, value in losses.items():
+            log.setdefault(name, []).append(float(value))
+        if step % checkpoint_every == 0 or step == n_steps:
+            log["seconds"] += time.perf_counter() - started
+            started = time.perf_counter()
+            save(step)
+    return log
 
 
 # ----------------------------------------------------------------------------------------------
