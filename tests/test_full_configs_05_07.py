@@ -162,8 +162,8 @@ def test_full_06_gan_infogan_and_cyclegan_step(tmp_path):
     g = torch.Generator().manual_seed(s["seed"] + 5)
 
     torch.manual_seed(s["seed"])
-    G_info = gan.DCGANGenerator(noise_dim + codes_n, s["info_width"])
-    D_info = gan.DCGANDiscriminator(s["info_width"], n_codes=codes_n)
+    G_info = gan.DCGANGenerator(noise_dim + codes_n, s["info_width"], hidden=s["info_hidden"])
+    D_info = gan.DCGANDiscriminator(s["info_width"], n_codes=codes_n, hidden=s["info_hidden"])
     opt_G = torch.optim.Adam(G_info.parameters(), lr=s["info_lr_G"], betas=(s["beta1"], 0.999))
     opt_D = torch.optim.Adam(D_info.parameters(), lr=s["info_lr_D"], betas=(s["beta1"], 0.999))
     before = snapshot(G_info, D_info)

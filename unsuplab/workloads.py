@@ -23,7 +23,7 @@ from torch import nn
 from .cost import Phase
 
 LABS = ("01_baselines", "02_sparse_coding", "03_rbm_dbn", "04_autoencoders", "05_vae", "06_gan",
-        "07_self_supervised", "08_word2vec", "08_bert", "09_unsupervised_translation")
+        "07_self_supervised", "08_word2vec", "08_bert", "09_unsupervised_translation", "10_energy_based_models")
 
 
 def phases(lab: str, s: dict) -> list[Phase]:
@@ -490,8 +490,8 @@ def gan(s: dict) -> list[Phase]:
         return optimiser_step(model, lambda: model.loss(torch.bernoulli(x))[0])
 
     def info_step(b):
-        G = g.DCGANGenerator(s["info_noise_dim"] + s["info_codes"], s["info_width"])
-        D = g.DCGANDiscriminator(s["info_width"], n_codes=s["info_codes"])
+        G = g.DCGANGenerator(s["info_noise_dim"] + s["info_codes"], s["info_width"], hidden=s["info_hidden"])
+        D = g.DCGANDiscriminator(s["info_width"], n_codes=s["info_codes"], hidden=s["info_hidden"])
         x, noise, codes, opt_G, opt_D = (torch.rand(b, 1, 28, 28) * 2 - 1, torch.randn(b, s["info_noise_dim"]),
                                          torch.arange(b) % s["info_codes"], adam(G), adam(D))
         return lambda: g.infogan_step(G, D, opt_G, opt_D, x, noise, codes, s["lambda_info"])
@@ -921,6 +921,49 @@ def translation(s: dict) -> list[Phase]:
     return [p for p in part1 + part2 if p.steps > 0]
 
 
+# ------------------------------------------------------------------------------------------------
+# Chapter 10: energy-based models
+# ------------------------------------------------------------------------------------------------
+
+def energy_based_models(s: dict) -> list[Phase]:
+    """Lab 10, as a fresh run. Each update of an EBM is ``chain`` Langevin steps (a forward pass and
+    the gradient with respect to the input) and one Adam step on the contrastive loss; the short-run
+    sampler of section 5 is ``2 * chain`` Langevin steps on the evaluation images. Left out: the
+    step-size demonstration of section 1 (tiny), the grid's log Z, the Fréchet distances, plotting."""
+    from .models import ebm
+    from .models.mnist_classifier import MNISTClassifier
+
+    def update(make_energy, shape, chain, **langevin):
+        def make(b):
+            energy = make_energy()
+            optimizer = torch.optim.Adam(energy.parameters(), lr=1e-4, betas=(0.0, 0.999))
+            buffer = ebm.ReplayBuffer(shape, size=max(b, 64), box=(-1.0, 1.0))
+            x = torch.rand(b, *shape) * 2 - 1
+            return lambda: ebm.ebm_step(energy, optimizer, buffer, x, langevin_steps=chain, **langevin)
+        return make
+
+    def short_run(b):
+        energy, x = ebm.EnergyCNN(s["image_width"]), torch.rand(b, 1, 28, 28) * 2 - 1
+        return lambda: ebm.langevin(energy, x, 2 * s["image_chain"], s["image_step_size"],
+                                    noise_std=s["image_noise_std"], grad_clip=s["image_grad_clip"], clamp=(-1.0, 1.0))
+
+    def classifier_step(b):
+        net, x, y = MNISTClassifier(s["classifier_width"]), torch.rand(b, 1, 28, 28), torch.arange(b) % 10
+        return optimiser_step(net, lambda: F.cross_entropy(net(x), y))
+
+    return [
+        Phase("toy EBM: Langevin chains and an update", s["toy_steps"], 256,
+              update(lambda: ebm.EnergyMLP(2, hidden=s["toy_hidden"]), (2,), s["toy_chain"], step_size=0.01),
+              small=(8, 16)),
+        Phase("digit EBM: Langevin chains and an update", s["image_steps"], s["image_batch"],
+              update(lambda: ebm.EnergyCNN(s["image_width"]), (1, 28, 28), s["image_chain"],
+                     step_size=s["image_step_size"], noise_std=s["image_noise_std"], grad_clip=s["image_grad_clip"]),
+              small=(2, 4)),
+        _batched("feature net", s["classifier_epochs"], s["n_classifier"], classifier_step, 128, small=(8, 16)),
+        Phase("short-run samples from noise", 1, s["n_eval"], short_run, small=(2, 4)),
+    ]
+
+
 WORKLOADS: dict[str, Callable[[dict], list[Phase]]] = {
     "01_baselines": baselines,
     "02_sparse_coding": sparse_coding,
@@ -932,4 +975,5 @@ WORKLOADS: dict[str, Callable[[dict], list[Phase]]] = {
     "08_word2vec": word2vec,
     "08_bert": bert,
     "09_unsupervised_translation": translation,
+    "10_energy_based_models": energy_based_models,
 }

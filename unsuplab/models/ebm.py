@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..train import check_finite, run_steps
+from ..train import run_steps
 
 __all__ = ["EnergyMLP", "EnergyCNN", "langevin_step", "langevin", "contrastive_loss", "ReplayBuffer", "ebm_step",
            "train_ebm", "EBMHistory", "log_partition_grid", "energy_grid", "log_likelihood_2d"]

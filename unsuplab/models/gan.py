@@ -46,13 +46,12 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..train import run_steps  # noqa: F401 - the labs call it as gan.run_steps: the step loop with checkpoints
 
 __all__ = ["value_function", "optimal_discriminator", "discriminator_loss", "generator_loss", "gan_step",
            "ring_modes", "ring_of_gaussians", "mode_coverage", "MLPGenerator", "MLPDiscriminator",
@@ -233,13 +232,18 @@ class DCGANGenerator(nn.Module):
     transposed convolutions of stride 2; batch norm and ReLU inside, tanh at the output.
 
     z (B, z_dim) -> linear -> (B, 2w, 7, 7) -> convT -> (B, w, 14, 14) -> convT -> (B, 1, 28, 28),
-    with w = ``width``. For InfoGAN, z is the noise and the one-hot code concatenated.
+    with w = ``width``. For InfoGAN, z is the noise and the one-hot code concatenated, and ``hidden`` > 0
+    first maps z to ``hidden`` units (linear, batch norm, ReLU), as in Chen et al. (2016).
     """
 
-    def __init__(self, z_dim: int = 64, width: int = 64, channels: int = 1):
+    def __init__(self, z_dim: int = 64, width: int = 64, channels: int = 1, hidden: int = 0):
         super().__init__()
-        self.z_dim, self.width = z_dim, width
-        self.project = nn.Sequential(nn.Linear(z_dim, 2 * width * 7 * 7, bias=False))
+        self.z_dim, self.width, self.hidden = z_dim, width, hidden
+        if hidden:   # InfoGAN's generator (Chen et al. 2016): a fully connected layer of ``hidden`` units first
+            self.project = nn.Sequential(nn.Linear(z_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                         nn.Linear(hidden, 2 * width * 7 * 7, bias=False))
+        else:
+            self.project = nn.Sequential(nn.Linear(z_dim, 2 * width * 7 * 7, bias=False))
         self.net = nn.Sequential(
             nn.BatchNorm2d(2 * width), nn.ReLU(),
             nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False),   # 7 -> 14
@@ -265,20 +269,26 @@ class DCGANDiscriminator(nn.Module):
 
     With ``n_codes`` > 0 it also has InfoGAN's head Q: ``q_logits(h)`` gives the logits of
     Q(c | x) over the ``n_codes`` values of the categorical code, from the same body features h.
+    ``hidden`` > 0 adds InfoGAN's shared fully connected layer (linear, batch norm, LeakyReLU) to the
+    body, so that D and Q share it (Chen et al. 2016); without it the code settles on styles, not digits.
     """
 
-    def __init__(self, width: int = 64, channels: int = 1, n_codes: int = 0):
+    def __init__(self, width: int = 64, channels: int = 1, n_codes: int = 0, hidden: int = 0):
         super().__init__()
-        self.width, self.n_codes = width, n_codes
+        self.width, self.n_codes, self.hidden = width, n_codes, hidden
         self.body = nn.Sequential(
             nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),           # 28 -> 14
             nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=False),                  # 14 -> 7
             nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
             nn.Flatten(),                                                                      # (B, 2w*49)
         )
-        self.head = nn.Linear(2 * width * 7 * 7, 1)
+        if hidden:   # InfoGAN's discriminator (Chen et al. 2016): a shared fully connected layer after the convs
+            self.body.extend([nn.Linear(2 * width * 7 * 7, hidden, bias=False), nn.BatchNorm1d(hidden),
+                              nn.LeakyReLU(0.2)])
+        features = hidden or 2 * width * 7 * 7
+        self.head = nn.Linear(features, 1)
         if n_codes:
-            self.q_head = nn.Sequential(nn.Linear(2 * width * 7 * 7, 128, bias=False), nn.BatchNorm1d(128),
+            self.q_head = nn.Sequential(nn.Linear(features, 128, bias=False), nn.BatchNorm1d(128),
                                         nn.LeakyReLU(0.2), nn.Linear(128, n_codes))
         dcgan_init_(self)
 
@@ -425,53 +435,6 @@ def generate(G: nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Ten
     with eval_mode(G):
         return torch.cat([to_unit(G(z[i:i + batch_size].to(device))).float().cpu()
                           for i in range(0, len(z), batch_size)])
-
-
-def run_steps(step_fn: Callable[[int], dict], n_steps: int, *, checkpoint: str | Path | None = None,
-              state: dict | None = None, generator: torch.Generator | None = None, resume: bool = True,
-              checkpoint_every: int = 200, desc: str = "training") -> dict:
-    """The lab's DCGAN loop (section 4), packaged for the variants: calls ``step_fn(step)`` for
-    step = 1 .. ``n_steps``; each call does one alternating update and returns its losses (a dict of
-    0-d tensors). Every loss is checked with ``unsuplab.train.check_finite`` (a clear error, not a
-    silent NaN) and logged; every ``checkpoint_every`` steps and at the end, ``state`` (the nets and
-    optimizers, by name), the log, the step and the state of ``generator`` (the random stream of the
-    batches) are saved to ``checkpoint``. With ``resume`` a checkpoint that exists is loaded first, so
-    an interrupted run continues where it stopped and a finished run is not repeated.
-
-    Returns the log: ``{"step": [...], "<loss>": [...], "seconds": training time}``.
-    """
-    from ..train import check_finite, load_checkpoint, progress, save_checkpoint
-
-    state = dict(state or {})
-    log: dict = {"step": [], "seconds": 0.0}
-    start = 0
-    checkpoint = Path(checkpoint) if checkpoint is not None else None
-    if checkpoint is not None and resume and checkpoint.exists():
-        saved = load_checkpoint(checkpoint, **state)
-        start, log = saved["step"], saved["log"]
-        if generator is not None and saved.get("rng") is not None:
-            generator.set_state(saved["rng"])
-        print(f"resumed from {checkpoint} at step {start} of {n_steps}"
-              + (" (already finished)" if start >= n_steps else ""))
-
-    def save(step: int) -> None:
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, **state, step=step, log=log,
-                            rng=generator.get_state() if generator is not None else None)
-
-    started = time.perf_counter()
-    for step in progress(range(start + 1, n_steps + 1), desc=desc, initial=start, total=n_steps):
-        losses = step_fn(step)
-        for name, value in losses.items():
-            check_finite(value, step=step, what=f"{desc} {name}", checkpoint=checkpoint)
-        log["step"].append(step)
-        for name, value in losses.items():
-            log.setdefault(name, []).append(float(value))
-        if step % checkpoint_every == 0 or step == n_steps:
-            log["seconds"] += time.perf_counter() - started
-            started = time.perf_counter()
-            save(step)
-    return log
 
 
 # ----------------------------------------------------------------------------------------------
