@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 import unsuplab as ul
 from unsuplab.labs import profile_settings
+from unsuplab.models import dec
 from unsuplab.models import sparse_coding as sc
 from unsuplab.models.autoencoder import (Autoencoder, ConvAutoencoder, TensorBatches, binary_cross_entropy,
                                          encode_batched, gaussian_noise, kl_sparsity_penalty, mask_noise,
@@ -314,6 +315,19 @@ def test_full_04_convolutional_autoencoder():
     history = train_autoencoder(conv, x, epochs=1, batch_size=B, lr=s["lr"], loss="bce", progress_bar=False)
     assert_stepped(conv, before, history, 1, "convolutional autoencoder")
     assert conv(x).shape == x.shape
+
+
+def test_full_04_dec_on_the_deep_autoencoders_codes():
+    s = full("04_autoencoders")
+    x = mnist_like(600)
+    ae = Autoencoder(784, tuple(s["hidden"]), s["dec_code_size"])
+    codes = ae.encode(x).detach()
+    model = dec.DEC(ae, KMeans(10, n_init=1, seed=0).fit(codes).cluster_centers_)
+    before = snapshot(model)
+    history = dec.train_dec(model, x, steps=2, batch_size=256, update_interval=s["dec_interval"], seed=0)
+    assert len(history.loss) == 2 and all(math.isfinite(v) for v in history.loss)
+    assert any(not torch.equal(before[name], p) for name, p in model.named_parameters())
+    assert model.assign(x).shape == (600, 10)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ SMOKE_EXPECTATIONS = {
     # fine-tuned models are at chance (17%); TF-IDF and the probe show that the data and labels are sound.
     "08_bert": {"unigram_acc": 0.03, "mlm_acc": 0.03, "nsp_acc": 0.3, "tfidf_acc": 0.4, "probe_acc_pretrained": 0.25},
     # one epoch on 1,000 digits: the codes must carry some class information (chance is 10%)
-    "04_autoencoders": {"knn_acc_pca": 0.6, "linear_acc_pca": 0.55, "knn_acc_ae": 0.2, "linear_acc_ae": 0.25},
+    "04_autoencoders": {"knn_acc_pca": 0.6, "linear_acc_pca": 0.55, "knn_acc_ae": 0.2, "linear_acc_ae": 0.25,
+                        "cluster_acc_kmeans_pixels": 0.3, "cluster_acc_dec": 0.2},
     # CIFAR-10 (JPEG copy offline), 320 training images, 3 steps per method: only the baselines and the
     # shortcut are above chance for sure (smoke run: raw k-NN 0.20, random linear 0.30, shortcut 0.91).
     "07_self_supervised": {"knn_acc_raw": 0.14, "linear_acc_random": 0.18, "knn_acc_random": 0.14,

@@ -236,6 +236,10 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         Claim("masking_teaches_robustness", "Training with masking noise (ν = 0.5) lowers the error on "
               "half-masked test digits below the plain autoencoder's.",
               "dae_mask_test_sq_error_masked50[2] < dae_mask_test_sq_error_masked50[0]"),
+        Claim("dec_beats_kmeans_on_codes", "DEC's clustering loss raises K-means' cluster accuracy on the same "
+              "autoencoder codes by at least 3 points.", "cluster_acc_dec - cluster_acc_kmeans_ae >= 0.03", unit="pts"),
+        Claim("dec_beats_kmeans_on_pixels", "DEC clusters the test digits better than chapter 1's K-means on pixels, by "
+              "at least 5 points of cluster accuracy.", "cluster_acc_dec - cluster_acc_kmeans_pixels >= 0.05", unit="pts"),
     ),
     "05_vae": _claims(
         Claim("iw_bound_tightens", "The importance-weighted bound tightens with more samples: from k = 1 to "

@@ -290,14 +290,13 @@ def plot_pairs(wv: WordVectors, pairs: Sequence[tuple[str, str]], *, title: str 
     vectors (country -> capital, male -> female). Pairs with an unknown word are skipped."""
     import matplotlib.pyplot as plt
 
-    from .models.baselines import PCA
-
     pairs = [(a, b) for a, b in pairs if a in wv and b in wv]
     if len(pairs) < 2:
         raise ValueError("fewer than two pairs have both words in the vocabulary: choose commoner words.")
     words = [w for pair in pairs for w in pair]
-    z = PCA(2).fit(wv.unit()[[wv.index[w] for w in words]].cpu()).transform(
-        wv.unit()[[wv.index[w] for w in words]].cpu()).numpy()          # (2P, 2)
+    v = wv.unit()[[wv.index[w] for w in words]].cpu().double()      # (2P, D)
+    v = v - v.mean(0)                                                # PCA, chapter 1: centre, then the top
+    z = (v @ torch.linalg.svd(v, full_matrices=False).Vh[:2].T).numpy()   # two right singular vectors: (2P, 2)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 5))
     for i, (a, b) in enumerate(pairs):

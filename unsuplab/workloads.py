@@ -285,10 +285,12 @@ def rbm_dbn(s: dict) -> list[Phase]:
 
 def autoencoders(s: dict) -> list[Phase]:
     """Lab 4. Left out: the layer-wise codes passed between layer pairs (one forward pass of one layer),
-    the 2-D grid and Gaussian samples, AUROC, t-SNE (scikit-learn), plotting. The anomaly runs assume
+    the 2-D grid and Gaussian samples, AUROC, t-SNE (scikit-learn), plotting; DEC's K-means assume 100
+    Lloyd steps per start. The anomaly runs assume
     each digit is a tenth of the pool (the lab trains on the pool without it)."""
     from .models.autoencoder import Autoencoder, ConvAutoencoder, _LayerPair, autoencoder_loss
-    from .models.baselines import PCA
+    from .models.baselines import PCA, KMeans
+    from .models.dec import DEC, target_distribution
 
     n, B, hidden, k = s["n_train"], s["batch_size"], tuple(s["hidden"]), s["k_main"]
     batches = math.ceil(n / B)
@@ -321,6 +323,22 @@ def autoencoders(s: dict) -> list[Phase]:
     def pca(n_rows):
         x = torch.rand(n_rows, 784)
         return lambda: PCA(k).fit(x)
+
+    def kmeans(dim):
+        def make(n_rows):
+            x = torch.rand(n_rows, dim)
+            return lambda: KMeans(10, n_init=1, max_iter=100, tol=0.0, seed=0).fit(x)
+        return make
+
+    def dec_step(b):                        # one SGD step of train_dec on the KL loss, eq. (4.12)
+        model, x = DEC(deep(s["dec_code_size"]), torch.rand(10, s["dec_code_size"])), torch.rand(b, 1, 28, 28)
+        target = target_distribution(model(x).detach())
+        return optimiser_step(model, lambda: F.kl_div(model(x).log(), target, reduction="batchmean"),
+                              torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9))
+
+    def dec_assign(n_rows):
+        model, x = DEC(deep(s["dec_code_size"]), torch.rand(10, s["dec_code_size"])), torch.rand(n_rows, 1, 28, 28)
+        return lambda: model.assign(x)
 
     budget, n_pairs = s["epochs"] * batches, len(hidden) + 1
     share = budget // (n_pairs + 1)
@@ -361,6 +379,11 @@ def autoencoders(s: dict) -> list[Phase]:
         *[Phase("anomaly: deep autoencoder without one digit", len(digits) * s["epochs_anomaly"]
                 * math.ceil(n_pool / B), B, train(deep), mixed=True),
           Phase("anomaly: PCA without one digit", len(digits), n_pool, pca, small=(1_000, 2_000))],
+        *[Phase(f"K-means, k = 10, on {name} (3 starts)", 3, n, kmeans(dim), small=(200, 400))
+          for name, dim in (("pixels", 784), ("PCA codes", s["dec_code_size"]), ("autoencoder codes", s["dec_code_size"]))],
+        Phase("DEC: steps (at most; it stops when the clusters settle)", s["dec_steps"], 256, dec_step, small=(8, 16)),
+        Phase("DEC: target updates and test assignments", math.ceil(s["dec_steps"] / s["dec_interval"]), n + s["n_test"],
+              dec_assign, small=(256, 512)),
     ]
 
 

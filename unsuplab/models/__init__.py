@@ -4,6 +4,7 @@
 ``sparse_coding``     ISTA, FISTA and online dictionary learning (chapter 2)
 ``rbm``               RBMs, CD-k and PCD, annealed importance sampling, deep belief networks (chapter 3)
 ``autoencoder``       undercomplete, sparse, denoising, convolutional and stacked autoencoders (chapter 4)
+``dec``               deep embedded clustering: an encoder refined by a clustering loss (chapter 4)
 ``vae``               VAE, importance-weighted likelihood, beta-VAE, VQ-VAE (chapter 5)
 ``gan``               the GAN game, DCGAN, InfoGAN, CycleGAN (chapter 6)
 ``mnist_classifier``  the course's own MNIST feature net for Fréchet distances (chapter 6)

@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import run_steps  # noqa: F401 - the labs call it as gan.run_steps: the step loop with checkpoints
+from ..checks import CheckFailed
+from ..train import eval_mode, run_steps  # run_steps: the labs call it as gan.run_steps
 
 __all__ = ["value_function", "optimal_discriminator", "discriminator_loss", "generator_loss", "gan_step",
            "ring_modes", "ring_of_gaussians", "mode_coverage", "MLPGenerator", "MLPDiscriminator",
@@ -429,8 +430,6 @@ def cyclegan_step(G_ab: nn.Module, G_ba: nn.Module, D_a: nn.Module, D_b: nn.Modu
 def generate(G: nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Images G(z) in [0, 1] on the CPU, ``batch_size`` at a time, with G in eval mode (batch norm
     uses its running statistics, so a sample does not depend on the rest of its batch)."""
-    from ..train import eval_mode
-
     device = next(G.parameters()).device
     with eval_mode(G):
         return torch.cat([to_unit(G(z[i:i + batch_size].to(device))).float().cpu()
@@ -465,7 +464,6 @@ def check_gan_step(step_fn, seeds=(0, 1, 2)) -> None:
     and the reference :func:`gan_step` from identical small players (with the non-saturating and the
     saturating loss) and compares the returned losses and the weights of D and of G after the step.
     Prints a ✓ line, or raises ``unsuplab.checks.CheckFailed`` saying which part differs."""
-    from ..checks import CheckFailed
 
     for seed in seeds:
         for saturating in (False, True):

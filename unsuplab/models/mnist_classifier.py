@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_unit_interval
+from ..train import eval_mode, fit
 
 __all__ = ["MNISTClassifier", "train_classifier", "classify", "class_coverage"]
 
@@ -66,8 +67,6 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, *, epochs: int = 2, batch
     ``unsuplab.train.fit`` (Adam, cross-entropy). With ``checkpoint`` an earlier run with the same file
     is reused (or resumed), so every notebook that names the same file measures with the same network.
     Returns the network in eval mode."""
-    from ..train import fit
-
     _check_images(x)
     if len(x) != len(y):
         raise ValueError(f"got {len(x)} images but {len(y)} labels.")
@@ -93,8 +92,6 @@ def classify(model: MNISTClassifier, x: torch.Tensor, batch_size: int = 1000) ->
     computed ``batch_size`` at a time on the model's device; both returned on the CPU."""
     _check_images(x)
     device = next(model.parameters()).device
-    from ..train import eval_mode
-
     features, probs = [], []
     with eval_mode(model):
         for start in range(0, len(x), batch_size):

@@ -72,6 +72,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .. import metrics
 from ..train import (History, autocast, backward_and_step, check_finite, eval_mode, grad_scaler, load_checkpoint, progress,
                      save_checkpoint)
 
@@ -238,7 +239,6 @@ def evaluate(train_features: torch.Tensor, train_labels: torch.Tensor, test_feat
     k is capped at the number of training images), and ``linear``, the linear probe of
     ``unsuplab.metrics.linear_probe`` (L-BFGS for at most ``probe_iters`` iterations; 0 skips it).
     Both in [0, 1]."""
-    from .. import metrics
 
     k = min(k, len(train_features))
     results = {"knn": metrics.knn_accuracy(train_features, train_labels, test_features, test_labels, k=k,
@@ -1045,7 +1045,6 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
     largest cluster), ``loss`` (mean training loss) and, given the true ``labels``, ``nmi`` between
     clusters and classes (a measurement only: labels are never used for training).
     """
-    from .. import metrics
     from ..train import fit
 
     k = model.head.out_features
