@@ -336,3 +336,20 @@ def test_feature_net_shapes_coverage_and_errors(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters()))
     with pytest.raises(ValueError, match="labels"):
         train_classifier(x, y[:3], epochs=1)
+
+
+def test_the_infogan_ablation_script_runs_and_appends_its_curve(tmp_path):
+    # a tiny run of benchmarks/infogan_ablation.py: the committed lines come from runs of 800 to 1,600 steps
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "infogan_ablation.py"
+    out = tmp_path / "ablation.jsonl"
+    subprocess.run([sys.executable, str(script), "--arch", "new", "--gfc", "32", "--dfc", "32", "--steps", "2",
+                    "--evals", "2", "--threads", "1", "--out", str(out), "--checkpoints", str(tmp_path)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    line = json.loads(out.read_text().splitlines()[-1])
+    assert line["args"]["gfc"] == 32 and [point["step"] for point in line["curve"]] == [2]
+    assert 0 <= line["curve"][0]["acc"] <= 1 and line["steps_per_s"] > 0
