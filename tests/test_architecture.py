@@ -10,6 +10,7 @@ a lazy import is still a dependency.
 
 import ast
 import importlib
+import inspect
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,24 @@ def test_the_core_imports_no_model_and_no_tool(module):
     bad = {m for m in imported(PACKAGE / f"{module}.py", "unsuplab") if m.startswith("models") or m in TOOLS}
     allowed = {"cost"} if module == "runtime" else set()     # setup() prints the cost model's estimate
     assert not bad - allowed, f"{module}.py imports {sorted(bad - allowed)}"
+
+
+@pytest.mark.parametrize("name", sorted(CORE | TOOLS) + [f"models.{m}" for m in sorted(MODELS)])
+def test_every_module_declares_its_public_names(name):
+    # __all__ in every module, holding every public function and class defined there: the API page
+    # (autodoc follows __all__) then shows all of them, and `from module import *` gives what the page shows
+    module = importlib.import_module(f"unsuplab.{name}")
+    assert hasattr(module, "__all__"), f"unsuplab/{name.replace('.', '/')}.py has no __all__"
+    defined = {n for n, obj in vars(module).items() if not n.startswith("_")
+               and (inspect.isfunction(obj) or inspect.isclass(obj)) and obj.__module__ == module.__name__}
+    assert not defined - set(module.__all__), f"{name}: public but not in __all__: {sorted(defined - set(module.__all__))}"
+    assert all(hasattr(module, n) for n in module.__all__), f"{name}: __all__ names something that is not there"
+
+
+def test_models_lists_every_model():
+    import unsuplab.models
+
+    assert set(unsuplab.models.__all__) == MODELS
 
 
 def test_every_module_imports_on_its_own():

@@ -34,6 +34,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+__all__ = ["METRICS_MIME", "PROFILE_ORDER", "RUNTIME_KEYS", "PERCENT_WORDS", "record", "recorded", "record_runtime",
+           "results_path", "collect_metrics", "git_state", "run", "copy_outputs_into", "load_results", "best_result",
+           "lab_times", "format_metric", "results_table", "metrics_table", "results_markdown", "main"]
+
 METRICS_MIME = "application/vnd.unsuplab.metrics+json"
 PROFILE_ORDER = ("smoke", "cpu", "full")
 # Keys that record_runtime() writes and the runner moves to the top level of the results file.

@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+__all__ = ["CheckFailed", "check_function", "check_close", "check_true", "check_unit_interval"]
+
 
 class CheckFailed(AssertionError):
     """An exercise's answer does not match the reference; the message says how."""

@@ -580,6 +580,6 @@ def show(lab: str, profile: str | None = None, metrics: dict | None = None):
     return text
 
 
-__all__ = ["Claim", "CLAIMS", "Verdict", "check", "judge", "measure", "markdown", "table", "verdict",
+__all__ = ["Claim", "CLAIMS", "Verdict", "MissingMetric", "check", "judge", "measure", "markdown", "table", "verdict",
            "holds", "show", "compile_check", "HOLDS", "FAILS", "EXPECTED_FAIL", "UNEXPECTED_PASS",
            "NOT_MEASURED"]

@@ -48,6 +48,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
+__all__ = ["TABLE", "AUTO_LIMIT_MINUTES", "WorkCounter", "Work", "count", "count_at", "Phase", "Hardware", "GPUS",
+           "gpu_hardware", "optimiser_step", "measure_cpu", "this_machine", "settings_digest", "count_lab",
+           "phase_seconds", "load_table", "estimate_seconds", "describe", "choose_auto_profile", "announce",
+           "lab_settings", "write_table", "check_against_cpu", "main"]
+
 TABLE = Path(__file__).with_name("cost_table.json")
 AUTO_LIMIT_MINUTES = 15.0   # auto on a GPU: the full profile only where its estimate is at most this
 

@@ -41,6 +41,17 @@ import numpy as np
 import torch
 import torchvision
 
+__all__ = ["MIRROR_ENV", "CACHE_ENV", "DataUnavailableError", "UnknownDataFileError", "DataIntegrityWarning",
+           "RemoteFile", "REGISTRY", "mirror_dir", "cache_dir", "fetch", "read_idx", "mnist", "MNIST", "digits",
+           "SKIMAGE_SAMPLES", "NATURAL_IMAGES", "natural_images", "image_patches", "MULTI30K_SPLITS",
+           "MULTI30K_LANGS", "multi30k", "word_analogies", "word_similarity", "bilingual_dictionary", "text_file",
+           "read_text", "SPRITE_FACTORS", "SPRITE_FACTOR_SIZES", "SPRITE_SHAPES", "sprite_factor_values",
+           "render_sprites", "sprites", "digits_nudged", "CIFAR10_CLASSES", "CIFAR10_SOURCES",
+           "CIFAR10_DESCRIPTIONS", "cifar10_source", "cifar10", "TEXT8", "TEXT8_MEMBER_SHA256", "ONLINE_ONLY",
+           "CORPORA", "tokenize", "corpus_tokens", "english_corpus", "WIKITEXT2", "WIKITEXT2_SPLITS", "wikitext2",
+           "text_corpus_source", "TEXT_CORPUS_DESCRIPTIONS", "Article", "wiki_articles", "split_articles",
+           "SECTION_CLASSES", "section_dataset", "frequent_sections", "corpus_articles", "few_labels_split"]
+
 MIRROR_ENV = "UNSUPLAB_DATA_MIRROR"
 CACHE_ENV = "UNSUPLAB_DATA"
 

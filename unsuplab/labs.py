@@ -46,6 +46,11 @@ from typing import Any
 
 import nbformat
 
+__all__ = ["SOLUTIONS_DIR", "LABS_DIR", "SOLUTION_ONLY_TAG", "FOLD_TAG", "PARAMETERS_TAG", "NAME_PATTERN",
+           "DEFAULT_HINT", "BACKUP_DIR", "BUILD_COMMAND", "GENERATED_NOTE", "install_cell_source",
+           "SolutionMarkerError", "stub_regions", "fold_solutions", "make_lab", "fingerprint", "build",
+           "profile_settings", "call_settings", "check", "main"]
+
 SOLUTIONS_DIR = "solutions"
 LABS_DIR = "labs"
 SOLUTION_ONLY_TAG = "solution-only"

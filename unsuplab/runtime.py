@@ -37,6 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
+__all__ = ["PROFILES", "PROFILE_ENV", "CHECKPOINTS_ENV", "COLAB_DRIVE", "SlowProfileWarning", "resolve_profile",
+           "get_device", "device_name", "cpu_threads", "seed_everything", "Runtime", "setup", "checkpoint_dir"]
+
 PROFILES = ("smoke", "cpu", "full")
 PROFILE_ENV = "UNSUPLAB_PROFILE"
 CHECKPOINTS_ENV = "UNSUPLAB_CHECKPOINTS"

@@ -22,6 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+__all__ = ["WordVectors", "cosine_similarity", "nearest_neighbours", "is_semantic", "analogy_accuracy", "spearman",
+           "similarity_spearman", "SIMILARITY_SETS", "evaluate", "plot_pairs"]
+
 
 class WordVectors:
     """``words`` (V,) and their ``vectors`` (V, d), optionally ``counts`` (V,); words most frequent first.

@@ -22,6 +22,9 @@ from torch import nn
 
 from .cost import Phase, optimiser_step
 
+__all__ = ["LABS", "phases", "evaluation", "SOLUTIONS", "baselines", "sparse_coding", "rbm_dbn", "autoencoders",
+           "vae", "gan", "self_supervised", "word2vec", "bert", "translation", "energy_based_models", "WORKLOADS"]
+
 LABS = ("01_baselines", "02_sparse_coding", "03_rbm_dbn", "04_autoencoders", "05_vae", "06_gan",
         "07_self_supervised", "08_word2vec", "08_bert", "09_unsupervised_translation", "10_energy_based_models")
 

@@ -15,3 +15,6 @@
 ``unmt``              denoising and back-translation: sentence translation without parallel data (chapter 9)
 ``ebm``               energy-based models and Langevin sampling (chapter 10)
 """
+
+__all__ = ["baselines", "sparse_coding", "rbm", "autoencoder", "dec", "vae", "gan", "mnist_classifier", "ssl",
+           "word2vec", "bert", "word_translation", "unmt", "ebm"]

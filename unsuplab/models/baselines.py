@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+__all__ = ["PCA", "pairwise_sq_dists", "KMeans"]
+
 
 def _as_matrix(x, name: str = "x", device=None) -> torch.Tensor:
     """(N, ...) array or tensor -> float32 (N, D) tensor (images are flattened)."""

@@ -55,6 +55,12 @@ from torch import nn
 from ..checks import check_true
 from ..train import History, autocast, backward_and_step, check_finite, eval_mode, grad_scaler, progress
 
+__all__ = ["SPECIAL_TOKENS", "N_SPECIAL", "IGNORE_INDEX", "SENTENCE_END", "WordTokenizer", "PairCorpus",
+           "mask_tokens", "attention", "BertConfig", "MultiHeadSelfAttention", "EncoderBlock", "BertEncoder",
+           "BertForPretraining", "BertClassifier", "pretrain", "make_eval_batches", "evaluate_mlm",
+           "unigram_baseline", "finetune", "predict", "sentence_features", "fill_mask", "attention_maps",
+           "masking_report", "check_masking"]
+
 # ----------------------------------------------------------------------------------------------
 # Tokens
 # ----------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ from ..checks import check_unit_interval
 from ..train import History, check_finite, eval_mode, progress
 
 __all__ = ["binarize", "RBM", "cd_gradient", "train_rbm", "LeanCD", "ais_betas", "base_rate_bias", "AISResult",
-           "ais_log_z", "average_log_prob", "DBN", "sigmoid_mlp", "classification_error", "tensor_batches"]
+           "ais_log_z", "average_log_prob", "DBN", "sigmoid_mlp", "relu_mlp", "classification_error", "tensor_batches"]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -50,6 +50,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+__all__ = ["as_patches", "soft_threshold", "objective", "lipschitz_constant", "ista_step", "ista", "fista",
+           "normalize_atoms", "dictionary_step_bcd", "dictionary_step_pgd", "SparseCoding", "orientation_coherence",
+           "psnr", "image_to_patches", "patches_to_image", "fill_by_local_mean", "denoise", "inpaint"]
+
 
 # ----------------------------------------------------------------------------------------------
 # Checking what arrives

@@ -76,6 +76,15 @@ from .. import metrics
 from ..train import (History, autocast, backward_and_step, check_finite, eval_mode, grad_scaler, load_checkpoint, progress,
                      save_checkpoint)
 
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "Backbone", "convnet", "resnet18_cifar", "make_backbone", "to_device",
+           "Classifier", "IndexBatches", "extract_features", "evaluate", "random_resized_crop", "random_crop_flip",
+           "grayscale", "color_jitter", "random_grayscale", "simclr_augment", "rotate_batch", "NEIGHBOUR_OFFSETS",
+           "patch_pairs", "RelativePositionNet", "SIDE_NEIGHBOURS", "boundary_guess", "rgb_to_lab", "lab_to_rgb",
+           "AB_RANGE", "ab_bin_centres", "quantize_ab", "rebalancing_weights", "Colorizer", "colorization_loss",
+           "InstanceNet", "MemoryBank", "npid_loss", "ProjectionHead", "SimCLR", "gather_with_grad", "nt_xent",
+           "train_simclr", "pca_whiten", "reassign_empty_clusters", "reassignment_problem", "check_reassignment",
+           "kmeans_pseudo_labels", "balanced_weights", "train_deepcluster"]
+
 # CIFAR-10's channel means and standard deviations (of the official training set), used to normalise.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)

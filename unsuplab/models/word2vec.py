@@ -59,6 +59,9 @@ from torch import nn
 from ..runtime import cpu_threads
 from ..wordvectors import WordVectors
 
+__all__ = ["Vocabulary", "keep_probabilities", "noise_distribution", "sample_noise", "subsample", "skipgram_pairs",
+           "sgns_loss", "SkipGram", "Progress", "train_chunk", "run_hogwild", "train_word2vec"]
+
 
 # ----------------------------------------------------------------------------------------------
 # The vocabulary, subsampling (8.4) and the noise distribution (8.3)
