@@ -464,3 +464,17 @@ def test_mig_errors_speak_to_the_student():
         metrics.mig(grid.float(), grid[:5])
     with pytest.raises(ValueError, match="n_bins"):
         metrics.discretize(grid.float(), n_bins=1)
+
+
+def test_measuring_a_model_leaves_it_in_the_mode_it_was_in():
+    # a VQ-VAE restarts dead codes only while training: measuring it mid-training must not switch that off
+    from unsuplab.models import vae
+
+    torch.manual_seed(0)
+    model = VAE(image_shape=(1, 8, 8), hidden=(16,), z_dim=3)
+    x = torch.rand(20, 1, 8, 8).bernoulli()
+    for training in (True, False):
+        model.train(training)
+        vae.evaluate(model, x)
+        vae.log_likelihood(model, x, n_samples=4)
+        assert model.training is training

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_unit_interval
-from ..train import History, fit
+from ..train import History, eval_mode, fit
 
 __all__ = ["binarize", "reparameterize", "gaussian_kl", "bernoulli_log_likelihood", "gaussian_log_density",
            "VAE", "LinearGaussian", "log_importance_weights", "iwae_bound", "log_likelihood", "active_units",
@@ -325,13 +325,14 @@ def log_likelihood(model: nn.Module, x: torch.Tensor, n_samples: int = 1000, *, 
 
     The K-sample bound (eq. 5.6) with K = ``n_samples``: a lower bound in expectation that tightens as K
     grows (Burda et al. 2016 use K = 5000). Binarise test images once, with a fixed seed, before
-    calling it, so that every model is scored on the same binary digits."""
-    model.eval()
+    calling it, so that every model is scored on the same binary digits. The model is measured in eval
+    mode and left in the mode it was in."""
     device = _device_of(model)
     out = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size].to(device)
-        out.append(iwae_bound(log_importance_weights(model, xb, n_samples, chunk_size=chunk_size)).cpu())
+    with eval_mode(model):          # the model's mode is restored after, even if it was training
+        for start in range(0, len(x), batch_size):
+            xb = x[start:start + batch_size].to(device)
+            out.append(iwae_bound(log_importance_weights(model, xb, n_samples, chunk_size=chunk_size)).cpu())
     return torch.cat(out)
 
 
@@ -522,11 +523,11 @@ class _Batches:
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, seed: int = 0) -> dict[str, float]:
     """The mean of what ``model.loss`` logs over ``x`` (already binarised, if the model wants binary
-    data), with the model's random draws seeded, so that two calls give the same numbers."""
-    model.eval()
+    data), with the model's random draws seeded, so that two calls give the same numbers. The model is
+    measured in eval mode and left in the mode it was in."""
     device = _device_of(model)
     sums: dict[str, float] = {}
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with eval_mode(model), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
             xb = x[start:start + batch_size].to(device)
