@@ -223,9 +223,11 @@ def train_ebm(energy: nn.Module, data: torch.Tensor, *, steps: int = 2_000, batc
     smooths the data distribution a little so that its energy surface is not a set of spikes), and
     takes :func:`ebm_step`. A fraction ``reinit`` of the chains restarts from uniform noise each step:
     it lets the sampler find modes it has not visited, at the price of a bias (those short chains have
-    not mixed, and the model compensates for them). With ``checkpoint`` the run saves itself every 200
-    steps and resumes after an interruption (:func:`unsuplab.train.run_steps`). Returns the history and
-    the buffer (its points are the model's samples). Stops with ``unsuplab.train.TrainingDiverged`` if
+    not mixed, and the model compensates for them). ``seed`` seeds the data batches' generator and also
+    torch's global generator, which draws the buffer's first points and the chains' noise: a run is
+    reproducible, and the caller's global stream continues from that seed. With ``checkpoint`` the run
+    saves itself every 200 steps and resumes after an interruption (:func:`unsuplab.train.run_steps`).
+    Returns the history and the buffer (its points are the model's samples). Stops with ``unsuplab.train.TrainingDiverged`` if
     the loss is not finite.
     """
     if data.ndim < 2:

@@ -464,7 +464,6 @@ def check_gan_step(step_fn, seeds=(0, 1, 2)) -> None:
     and the reference :func:`gan_step` from identical small players (with the non-saturating and the
     saturating loss) and compares the returned losses and the weights of D and of G after the step.
     Prints a ✓ line, or raises ``unsuplab.checks.CheckFailed`` saying which part differs."""
-
     for seed in seeds:
         for saturating in (False, True):
             mine = _toy_players(seed)
