@@ -62,7 +62,7 @@ class Experiment:
         return ssl.make_backbone("convnet", self.args.width)
 
     def fit(self, model, loss_fn, steps):
-        batches = ssl.IndexBatches(len(self.x), self.args.batch_size)
+        batches = ul.train.TensorBatches(torch.arange(len(self.x)), batch_size=self.args.batch_size, drop_last=True)
         ul.train.fit(model, loss_fn, batches, epochs=math.ceil(steps / len(batches)), max_steps=steps,
                      lr=self.args.lr, seed=self.args.seed, progress_bar=False)
 
@@ -79,7 +79,7 @@ def timed(fn) -> dict:
 
 
 def npid(e: Experiment, start_from_network: bool) -> dict:
-    model = ssl.to_device(ssl.InstanceNet(e.trunk()), "cpu")
+    model = ssl.to_channels_last(ssl.InstanceNet(e.trunk()), "cpu")
     bank = ssl.MemoryBank(len(e.x), momentum=0.5)
     if start_from_network:
         bank.start_from(model, e.x)
@@ -102,7 +102,7 @@ def deepcluster(e: Experiment, augment=ssl.simclr_augment, *, fixes: bool = True
     def lopsided(round_, pseudo):
         return torch.where(pseudo < k // 2, torch.zeros_like(pseudo), pseudo) if round_ == 0 else pseudo
 
-    model = ssl.to_device(ssl.Classifier(e.trunk(), k), "cpu")
+    model = ssl.to_channels_last(ssl.Classifier(e.trunk(), k), "cpu")
     log = ssl.train_deepcluster(model, e.x, rounds=e.args.dc_rounds, steps_per_round=e.args.dc_steps,
                                 batch_size=e.args.batch_size, lr=e.args.lr, augment=augment, labels=e.y,
                                 reassign=ssl.reassign_empty_clusters if fixes else None, balanced=fixes,
@@ -112,7 +112,7 @@ def deepcluster(e: Experiment, augment=ssl.simclr_augment, *, fixes: bool = True
 
 
 def relative_position(e: Experiment, steps: int, variant: str = "as in the lab") -> dict:
-    model = ssl.to_device(ssl.RelativePositionNet(e.trunk()), "cpu")
+    model = ssl.to_channels_last(ssl.RelativePositionNet(e.trunk()), "cpu")
     patch, gap, jitter, scale = (16, 4, 2, 2) if variant == "image enlarged 2x" else (8, 2, 1, 1)
 
     def loss(net, index):
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
         r = results[name]
         print(f"{name:58s} linear {r['linear']:6.1%}  k-NN {r['knn']:6.1%}  ({r['seconds']:.0f} s)", flush=True)
 
-    run("random weights", lambda: e.evaluate(ssl.to_device(e.trunk(), "cpu")))
+    run("random weights", lambda: e.evaluate(ssl.to_channels_last(e.trunk(), "cpu")))
     run("NPID, memory bank started at random", lambda: npid(e, False))
     run("NPID, memory bank started at the network's embeddings", lambda: npid(e, True))
     run("DeepCluster, crops and flips", lambda: deepcluster(e, ssl.random_crop_flip))

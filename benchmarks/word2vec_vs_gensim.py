@@ -86,7 +86,7 @@ def run_ours(tokens: list[str], args, shared_negatives, score: bool = True) -> d
     wv, _, cpu = timed(lambda: train_word2vec(
         ids, vocab=vocab, dim=args.dim, window=args.window, negatives=args.negatives,
         shared_negatives=shared_negatives, epochs=args.epochs, sample=args.sample, min_count=args.min_count,
-        lr=args.lr, threads=args.workers, device=args.device, seed=args.seed, progress=False))
+        lr=args.lr, threads=args.workers, device=args.device, seed=args.seed, progress_bar=False))
     wall = wv.stats["train_seconds"]
     speed = training_speed(len(tokens) * args.epochs, wall, cpu)
     if not score:

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from unsuplab.models.autoencoder import (Autoencoder, ConvAutoencoder, TensorBatches, _LayerPair, auroc,
+from unsuplab.models.autoencoder import (Autoencoder, ConvAutoencoder, _LayerPair, auroc,
                                          autoencoder_loss, binary_cross_entropy, encode_batched, gaussian_noise,
                                          grid_2d, kl_bernoulli, kl_sparsity_penalty, l1_penalty, mask_noise,
                                          principal_angles, reconstruction_error, reconstruction_loss,
                                          squared_error, train_autoencoder, train_layerwise)
 from unsuplab.models.baselines import PCA
-from unsuplab.train import fit
+from unsuplab.train import TensorBatches, fit
 
 
 @pytest.fixture(autouse=True)
@@ -218,16 +218,6 @@ def test_grid_2d_spans_the_codes():
         grid_2d(torch.rand(5, 3))
 
 
-def test_tensor_batches_cover_every_example_once_per_pass():
-    x = torch.arange(10).float()[:, None]
-    batches = TensorBatches(x, 4)
-    assert len(batches) == 3
-    seen = torch.cat(list(batches)).flatten()
-    assert sorted(seen.tolist()) == list(range(10)) and [len(b) for b in batches] == [4, 4, 2]
-    with pytest.raises(ValueError, match="batch_size"):
-        TensorBatches(x, 0)
-
-
 # ------------------------------------------------------------------ training
 
 def test_denoising_and_sparse_training_lower_the_loss():
@@ -253,7 +243,7 @@ def test_layerwise_training_freezes_each_trained_pair():
     assert reconstruction_error(model, x).mean().item() < before
     # pair 0 of the stacked model is exactly pair 0 trained alone: training pair 1 did not move it
     pair = _LayerPair(twin, 0)
-    fit(pair, lambda p, b: autoencoder_loss(p, b, loss="bce"), TensorBatches(x, 32), epochs=8, lr=1e-2,
+    fit(pair, lambda p, b: autoencoder_loss(p, b, loss="bce"), TensorBatches(x, batch_size=32), epochs=8, lr=1e-2,
         max_steps=30, seed=0, progress_bar=False)
     assert torch.equal(model.encoder[0].weight, twin.encoder[0].weight)
     assert torch.equal(model.decoder[1].weight, twin.decoder[1].weight)

@@ -23,12 +23,12 @@ import unsuplab as ul
 from unsuplab.labs import profile_settings
 from unsuplab.models import dec
 from unsuplab.models import sparse_coding as sc
-from unsuplab.models.autoencoder import (Autoencoder, ConvAutoencoder, TensorBatches, binary_cross_entropy,
+from unsuplab.models.autoencoder import (Autoencoder, ConvAutoencoder, binary_cross_entropy,
                                          encode_batched, gaussian_noise, kl_sparsity_penalty, mask_noise,
                                          reconstruction_error, train_autoencoder, train_layerwise)
 from unsuplab.models.baselines import PCA, KMeans
-from unsuplab.models.rbm import (DBN, RBM, ais_log_z, average_log_prob, base_rate_bias, binarize,
-                                 cd_gradient, classification_error, sigmoid_mlp, tensor_batches, train_rbm)
+from unsuplab.models.rbm import (DBN, RBM, ais_log_z, average_log_prob, base_rate_bias, static_binarize,
+                                 cd_gradient, classification_error, sigmoid_mlp, train_rbm)
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 CODE_STEPS = 2    # FISTA steps per batch while learning a dictionary (the labs use 100: a count, not a shape)
@@ -151,7 +151,7 @@ def test_full_02_sparse_coding_digits():
 def test_full_03_rbm_cd1_pcd1_and_ais():
     s = full("03_rbm_dbn")
     B, n_hidden = s["batch_size"], s["n_hidden"]
-    x = binarize(mnist_like(2 * B), seed=0)                                      # (2B, 784) in {0, 1}
+    x = static_binarize(mnist_like(2 * B), seed=0)                                      # (2B, 784) in {0, 1}
 
     # CD-1, one update as the lab's loop makes it (the library's gibbs and cd_gradient are what the
     # lab's self-checks compare the student's functions with)
@@ -219,7 +219,7 @@ def finetune_one_step(net, x, y, s):
     epochs = s["finetune_epochs"]
     optimizer = torch.optim.SGD(net.parameters(), lr=s["lr_finetune"], momentum=0.9)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1 - epoch / epochs)
-    loader = tensor_batches(x[:s["finetune_batch"]], y[:s["finetune_batch"]], batch_size=s["finetune_batch"])
+    loader = ul.train.TensorBatches(x[:s["finetune_batch"]], y[:s["finetune_batch"]], batch_size=s["finetune_batch"])
     before = snapshot(net)
     history = ul.train.fit(net, classification_loss, loader, epochs=1, optimizer=optimizer, scheduler=schedule,
                            progress_bar=False, eval_fn=lambda net: {"test_error": classification_error(net, x, y)})
@@ -245,7 +245,7 @@ def test_full_04_deep_autoencoders():
     ae_bce = Autoencoder(784, hidden, code_dim=s["k_main"])
     assert ae_bce.sizes == [784, *hidden, s["k_main"]]
     before = snapshot(ae_bce)
-    history = ul.train.fit(ae_bce, bce_loss, TensorBatches(x, B), epochs=1, lr=lr, progress_bar=False)
+    history = ul.train.fit(ae_bce, bce_loss, ul.train.TensorBatches(x, batch_size=B), epochs=1, lr=lr, progress_bar=False)
     assert_stepped(ae_bce, before, history, 1, "deep autoencoder (cross-entropy)")
     assert ae_bce(x).shape == x.shape
 
@@ -362,7 +362,7 @@ def test_full_04_autoencoders_mixed_precision(gpu_precision):
 
     ae_bce = Autoencoder(784, s["hidden"], code_dim=k)
     before = snapshot(ae_bce)
-    history = ul.train.fit(ae_bce, bce_loss, TensorBatches(x, B), epochs=1, lr=lr, progress_bar=False)
+    history = ul.train.fit(ae_bce, bce_loss, ul.train.TensorBatches(x, batch_size=B), epochs=1, lr=lr, progress_bar=False)
     assert_stepped(ae_bce, before, history, n_steps, f"deep autoencoder (cross-entropy) under {gpu_precision}")
 
     runs = {   # the squared error under autocast: the linear one (the deep one differs only in its loss)

@@ -221,8 +221,8 @@ def lab7():
 
 
 def lab7_train(s, model, loss_fn, x_n: int, images_per_step: int, n_steps: int = 1):
-    """The lab's ``train`` (section 2): ``unsuplab.train.fit`` over ``ssl.IndexBatches`` with Adam at lr."""
-    batches = ssl.IndexBatches(x_n, images_per_step, device="cpu")
+    """The lab's ``train`` (section 2): ``unsuplab.train.fit`` over ``unsuplab.train.TensorBatches`` of image numbers with Adam at lr."""
+    batches = ul.train.TensorBatches(torch.arange(x_n), batch_size=images_per_step, drop_last=True)
     return ul.train.fit(model, loss_fn, batches, epochs=math.ceil(n_steps / len(batches)), max_steps=n_steps,
                         lr=s["lr"], seed=s["seed"], progress_bar=False)
 
@@ -236,7 +236,7 @@ def test_full_07_self_supervised_rotnet_full_batch_step(lab7):
     images = s["batch_size"] // 4                     # the lab's images_per_step: 4 rotations make the batch
     x, _ = cifar_like(images)
     torch.manual_seed(s["seed"])
-    rotnet = ssl.to_device(ssl.Classifier(new_trunk(s), 4), "cpu")
+    rotnet = ssl.to_channels_last(ssl.Classifier(new_trunk(s), 4), "cpu")
     assert rotnet.backbone.feature_dim == 512
     before = snapshot(rotnet)
     seen = []
@@ -259,7 +259,7 @@ def test_full_07_self_supervised_position_colour_instance_supervised_step(lab7):
     x, y = cifar_like(B)
 
     torch.manual_seed(s["seed"])
-    relnet = ssl.to_device(ssl.RelativePositionNet(new_trunk(s)), "cpu")
+    relnet = ssl.to_channels_last(ssl.RelativePositionNet(new_trunk(s)), "cpu")
     before = snapshot(relnet)
 
     def position_loss(model, index):
@@ -270,7 +270,7 @@ def test_full_07_self_supervised_position_colour_instance_supervised_step(lab7):
     assert finite(lab7_train(s, relnet, position_loss, B, B)) and changed(before, relnet)
 
     torch.manual_seed(s["seed"])
-    colorizer = ssl.to_device(ssl.Colorizer(new_trunk(s), grid=s["colour_grid"]), "cpu")
+    colorizer = ssl.to_channels_last(ssl.Colorizer(new_trunk(s), grid=s["colour_grid"]), "cpu")
     with torch.no_grad():
         map_size = colorizer(x[:2]).shape[-2:]
     assert tuple(map_size) == (4, 4)
@@ -287,7 +287,7 @@ def test_full_07_self_supervised_position_colour_instance_supervised_step(lab7):
     assert finite(lab7_train(s, colorizer, colour_loss, B, B)) and changed(before, colorizer)
 
     torch.manual_seed(s["seed"])
-    npid = ssl.to_device(ssl.InstanceNet(new_trunk(s)), "cpu")
+    npid = ssl.to_channels_last(ssl.InstanceNet(new_trunk(s)), "cpu")
     bank = ssl.MemoryBank(s["n_train"], momentum=s["memory_momentum"])   # all 50,000 memories of the full run
     bank_before = bank.v.clone()
     before = snapshot(npid)
@@ -302,7 +302,7 @@ def test_full_07_self_supervised_position_colour_instance_supervised_step(lab7):
     assert not torch.equal(bank.v[:B], bank_before[:B]) and torch.equal(bank.v[B:], bank_before[B:])
 
     torch.manual_seed(s["seed"])
-    supervised = ssl.to_device(ssl.Classifier(new_trunk(s), 10), "cpu")
+    supervised = ssl.to_channels_last(ssl.Classifier(new_trunk(s), 10), "cpu")
     before = snapshot(supervised)
     history = lab7_train(s, supervised, lambda m, index: F.cross_entropy(m(ssl.random_crop_flip(x[index])), y[index]),
                          B, B)
@@ -315,7 +315,7 @@ def test_full_07_self_supervised_simclr_two_steps(lab7):
     B = REDUCED_BATCH
     x, _ = cifar_like(2 * B)                          # two steps: the first one's learning rate is 0 (warm-up)
     torch.manual_seed(s["seed"])
-    simclr = ssl.to_device(ssl.SimCLR(new_trunk(s), hidden=call_argument("07_self_supervised", "SimCLR", "hidden")), "cpu")
+    simclr = ssl.to_channels_last(ssl.SimCLR(new_trunk(s), hidden=call_argument("07_self_supervised", "SimCLR", "hidden")), "cpu")
     assert simclr.projector[0].out_features == call_argument("07_self_supervised", "SimCLR", "hidden")
     before = snapshot(simclr)
     history = ssl.train_simclr(simclr, x, epochs=s["simclr_epochs"], batch_size=B, lr=s["simclr_lr"],
@@ -332,7 +332,7 @@ def test_full_07_self_supervised_deepcluster_round_step(lab7):
     k = s["dc_k"]
     x, y = cifar_like(k + REDUCED_BATCH)               # K-means with the full k needs at least k images
     torch.manual_seed(s["seed"])
-    model = ssl.to_device(ssl.Classifier(new_trunk(s), k), "cpu")
+    model = ssl.to_channels_last(ssl.Classifier(new_trunk(s), k), "cpu")
     before = snapshot(model.backbone)
     log = ssl.train_deepcluster(model, x, rounds=1, steps_per_round=1, batch_size=REDUCED_BATCH, lr=s["lr"],
                                 kmeans_iters=s["dc_kmeans_iters"], balanced=True,

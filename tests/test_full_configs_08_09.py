@@ -81,7 +81,7 @@ def test_full_08_word2vec_trains_with_the_full_batch_and_vocabulary():
     ids = torch.multinomial(vocab.counts.double(), 20_000, replacement=True, generator=g)  # a short Zipf text
     wv = w2v.train_word2vec(ids, vocab=vocab, dim=s["dim"], window=s["window"], negatives=s["negatives"],
                             sample=s["sample"], lr=s["lr"], epochs=1, batch_size=s["batch_size"], device="cpu",
-                            seed=s["seed"], progress=False)
+                            seed=s["seed"], progress_bar=False)
     stats = wv.stats
     assert wv.vectors.shape == (len(vocab), s["dim"])
     assert stats["settings"]["batch_size"] == s["batch_size"]
@@ -158,7 +158,7 @@ def test_full_08_bert_pretraining_step():
                                        seed=s["seed"])
     before = _snapshot(model)
     history = B.pretrain(model, train_corpus, steps=1, batch_size=s["batch_size"], seq_len=s["seq_len"], lr=s["lr"],
-                         mask_fn=B.mask_tokens, mask_prob=s["mask_prob"], log_every=1,
+                         mask_fn=B.mask_tokens, mask_prob=s["mask_prob"],
                          eval_fn=lambda m: B.evaluate_mlm(m, eval_batches), eval_every=1, progress_bar=False)
     step = history.steps
     assert step["step"] == [1] and math.isfinite(step["mlm"][0]) and math.isfinite(step["nsp"][0])
@@ -185,9 +185,9 @@ def test_full_08_bert_finetuning_step():
     shuffled = train_idx[torch.randperm(len(train_idx), generator=torch.Generator().manual_seed(s["seed"]))]
     one_batch = shuffled[:args["batch_size"]]                                   # one step of the lab's batch
     before = _snapshot(clf)
-    losses = B.finetune(clf, x_all[one_batch], labels[one_batch], epochs=1, batch_size=args["batch_size"],
+    history = B.finetune(clf, x_all[one_batch], labels[one_batch], epochs=1, batch_size=args["batch_size"],
                         lr=s["finetune_lrs"][0], seed=s["seed"])
-    assert len(losses) == 1 and math.isfinite(losses[0])
+    assert len(history.epochs["loss"]) == 1 and math.isfinite(history.last("loss"))
     assert {"encoder.tok.weight", "head.weight"} <= set(_moved(clf, before))
     assert B.predict(clf, x_all[test_idx[:8]]).shape == (8,)
     features = B.sentence_features(pretrained.encoder, x_all[:8])
@@ -206,7 +206,7 @@ def test_full_09_word_vectors_robust_start_and_adversarial_alignment():
         g = torch.Generator().manual_seed(s["seed"])
         ids = torch.multinomial(vocab.counts.double(), 20_000, replacement=True, generator=g)
         # the lab passes no device: word2vec runs on the CPU here in every profile
-        wv = w2v.train_word2vec([vocab.words[j] for j in ids.tolist()], seed=s["seed"], progress=False,
+        wv = w2v.train_word2vec([vocab.words[j] for j in ids.tolist()], seed=s["seed"], progress_bar=False,
                                 **{**w2v_args, "epochs": 1})
         assert wv.vectors.shape[1] == w2v_args["dim"] and torch.isfinite(wv.vectors).all()
     # The alignment code sees only matrices: two spaces as large as 5M words of novels give with
@@ -216,7 +216,7 @@ def test_full_09_word_vectors_robust_start_and_adversarial_alignment():
     X = wt.normalize_embeddings(torch.randn(16_000, d, generator=g))
     Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
     Y = X @ Q.T
-    W_adv, log = wt.adversarial_alignment(X, Y, seed=s["seed"], progress=False, **{**game, "steps": 2, "eval_every": 2})
+    W_adv, log = wt.adversarial_alignment(X, Y, seed=s["seed"], progress_bar=False, **{**game, "steps": 2, "eval_every": 2})
     assert W_adv.shape == (d, d)
     assert not torch.equal(W_adv, torch.eye(d)), "the map W did not move from the identity"
     assert log["step"] == [2] and math.isfinite(log["criterion"][0]) and 0 <= log["dis_accuracy"][0] <= 1
@@ -268,7 +268,7 @@ def test_full_09_unsupervised_translation_step():
     warmup = call_arguments("09_unsupervised_translation", "train_unmt")["warmup"]
     log = unmt.train_unmt(model, mono, wbw, iterations=1, steps=1, batch_size=s["batch_size"], lr=s["lr"],
                           warmup=warmup, p_drop=s["p_drop"], k=s["k_shuffle"], evaluate=evaluate,
-                          select="score", seed=s["seed"], progress=False)
+                          select="score", seed=s["seed"], progress_bar=False)
     terms = ["auto_en", f"auto_{lang}", f"bt_en_{lang}", f"bt_{lang}_en"]
     assert all(math.isfinite(log[t][0]) for t in terms), {t: log.get(t) for t in terms}
     assert log["best_round"] == 1
@@ -284,6 +284,6 @@ def test_full_09_supervised_translation_step():
     before = _snapshot(model)
     warmup = call_arguments("09_unsupervised_translation", "train_supervised")["warmup"]
     log = unmt.train_supervised(model, parallel, steps=1, batch_size=2 * s["batch_size"], lr=s["lr"],
-                                warmup=warmup, seed=s["seed"], progress=False)
+                                warmup=warmup, seed=s["seed"], progress_bar=False)
     assert math.isfinite(log[f"sup_en_{lang}"][0]) and math.isfinite(log[f"sup_{lang}_en"][0])
     assert {"embed.weight", "decoder.layers.0.multihead_attn.in_proj_weight"} <= set(_moved(model, before))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unsuplab.models.rbm import (DBN, RBM, LeanCD, ais_betas, ais_log_z, average_log_prob, base_rate_bias,
-                                 binarize, cd_gradient, classification_error, relu_mlp, sigmoid_mlp, tensor_batches,
+                                 static_binarize, cd_gradient, classification_error, relu_mlp, sigmoid_mlp,
                                  train_rbm)
 
 
@@ -219,13 +219,13 @@ def test_training_raises_the_exact_log_likelihood(persistent):
     assert (rbm.fantasy_particles is not None) == persistent
 
 
-def test_binarize_is_fixed_by_its_seed():
+def test_static_binarize_is_fixed_by_its_seed():
     x = torch.rand(50, 1, 4, 4)
-    a, b = binarize(x, seed=3), binarize(x, seed=3)
+    a, b = static_binarize(x, seed=3), static_binarize(x, seed=3)
     assert a.shape == (50, 16) and torch.equal(a, b) and set(a.unique().tolist()) <= {0.0, 1.0}
-    assert torch.equal(binarize(torch.ones(2, 3)), torch.ones(2, 3))
+    assert torch.equal(static_binarize(torch.ones(2, 3)), torch.ones(2, 3))
     with pytest.raises(ValueError, match="divide 8-bit images by 255"):
-        binarize(torch.full((2, 3), 255.0))
+        static_binarize(torch.full((2, 3), 255.0))
 
 
 def test_errors_speak_to_a_student():
@@ -287,10 +287,6 @@ def test_classification_error_and_batches():
         net.weight.copy_(torch.eye(2))
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
     assert classification_error(net, x, torch.tensor([0, 1, 1, 1]), batch_size=3) == pytest.approx(0.25)
-    torch.manual_seed(0)
-    seen = torch.cat([xb for xb, in tensor_batches(torch.arange(10.0), batch_size=4)])
-    assert sorted(seen.tolist()) == list(map(float, range(10)))
-    assert [len(xb) for xb, in tensor_batches(torch.arange(10.0), batch_size=4, shuffle=False)] == [4, 4, 2]
 
 
 def test_base_rate_bias_is_the_smoothed_log_odds():

@@ -463,16 +463,6 @@ def test_backbones_give_one_feature_vector_per_image_at_any_size():
         ssl.make_backbone("vgg")
 
 
-def test_index_batches_cover_an_epoch_or_follow_the_weights():
-    batches = ssl.IndexBatches(10, 3)
-    assert len(batches) == 3
-    seen = torch.cat(list(batches))
-    assert len(seen) == 9 and len(seen.unique()) == 9
-    weighted = torch.cat(list(ssl.IndexBatches(10, 5, weights=torch.tensor([0.0] * 9 + [1.0]))))
-    assert (weighted == 9).all()
-    with pytest.raises(ValueError, match="smaller batch"):
-        ssl.IndexBatches(4, 8)
-
 
 def test_extract_features_and_the_protocol():
     net = ssl.convnet(4).train()

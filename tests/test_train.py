@@ -1,6 +1,7 @@
 """unsuplab.train: the loop learns, guards against NaN, and resumes exactly after an interruption."""
 
 import collections
+import math
 import os
 import signal
 
@@ -336,6 +337,85 @@ def test_scheduler_steps_once_per_epoch():
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
     train.fit(model, mse, loader(), epochs=3, optimizer=opt, scheduler=sched, progress_bar=False)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5 ** 3)
+
+
+def test_a_per_step_schedule_warms_up_then_decays_and_resumes_mid_epoch(tmp_path):
+    def run(path=None, interrupt_at=None):
+        torch.manual_seed(0)
+        model = nn.Linear(5, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        sched = train.warmup_schedule(opt, warmup=4, total=24, decay="linear")   # 8 batches x 3 epochs
+        calls = collections.Counter()
+
+        def loss_fn(model, batch):
+            calls["n"] += 1
+            if calls["n"] == interrupt_at:
+                raise KeyboardInterrupt
+            return mse(model, batch)[0], {"lr": opt.param_groups[0]["lr"]}
+
+        history = train.fit(model, loss_fn, loader(), epochs=3, optimizer=opt, scheduler=sched,
+                            schedule_per="step", checkpoint=path, progress_bar=False)
+        return model, history, opt
+
+    model, history, opt = run()
+    lrs = history.steps["lr"]                      # the rate each step was taken with
+    assert lrs[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert lrs[4:] == pytest.approx([0.1 * (24 - s) / 20 for s in range(4, 24)])
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "s.pt", interrupt_at=12)                   # stopped inside the second epoch...
+    resumed, second, _ = run(tmp_path / "s.pt")                   # ...and resumed: the same schedule
+    assert second.steps["lr"] == pytest.approx(lrs)
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="schedule_per"):
+        train.fit(nn.Linear(5, 1), mse, loader(), epochs=1, schedule_per="batch")
+
+
+@pytest.mark.parametrize("decay, last", [("cosine", 0.0), ("constant", 1.0)])
+def test_warmup_schedule_shapes(decay, last):
+    opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=1.0)
+    sched = train.warmup_schedule(opt, warmup=2, total=10, decay=decay)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == pytest.approx([0.5, 1.0, 1.0])
+    assert opt.param_groups[0]["lr"] == pytest.approx(last)
+    if decay == "cosine":
+        assert lrs[6] == pytest.approx(0.5 * (1 - math.cos(math.pi * 4 / 8)))
+    with pytest.raises(ValueError, match="decay"):
+        train.warmup_schedule(opt, 1, 2, decay="step")
+
+
+def test_tensor_batches_cover_each_example_once_or_follow_the_weights():
+    x, y = torch.arange(10.0)[:, None], torch.arange(10)
+    batches = train.TensorBatches(x, batch_size=4)
+    assert len(batches) == 3 and [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(torch.cat(list(batches)).flatten().tolist()) == list(map(float, range(10)))
+    pairs = list(train.TensorBatches(x, y, batch_size=4, shuffle=False))
+    assert [b[1].tolist() for b in pairs] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert all((xb.flatten() == yb.float()).all() for xb, yb in train.TensorBatches(x, y, batch_size=3))
+    dropped = train.TensorBatches(y, batch_size=3, drop_last=True)            # image numbers, as chapter 7
+    assert len(dropped) == 3 and len(torch.cat(list(dropped)).unique()) == 9
+    weighted = torch.cat(list(train.TensorBatches(y, batch_size=5, drop_last=True,
+                                                  weights=torch.tensor([0.0] * 9 + [1.0]))))
+    assert (weighted == 9).all()
+    torch.manual_seed(0)
+    drawn = torch.cat(list(train.TensorBatches(torch.full((6, 2), 0.5), batch_size=4, transform=torch.bernoulli)))
+    assert set(drawn.unique().tolist()) <= {0.0, 1.0} and drawn.shape == (6, 2)
+    torch.manual_seed(3)                                  # the order is the global generator's randperm
+    order = torch.cat(list(train.TensorBatches(y, batch_size=4)))
+    torch.manual_seed(3)
+    assert order.tolist() == torch.randperm(10).tolist()
+    for bad, match in [(dict(batch_size=0), "batch_size"), (dict(batch_size=11, drop_last=True), "smaller batch")]:
+        with pytest.raises(ValueError, match=match):
+            train.TensorBatches(x, **bad)
+    with pytest.raises(ValueError, match="one row per example"):
+        train.TensorBatches(x, y[:5], batch_size=2)
+    with pytest.raises(ValueError, match="empty"):
+        train.TensorBatches(x[:0], batch_size=2)
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path):

@@ -240,7 +240,7 @@ def test_train_unmt_logs_the_four_terms_and_restores_the_selected_round(one_thre
         return {"score": scores[len(snapshots) - 1]}
 
     log = unmt.train_unmt(model, mono, wbw, iterations=2, steps=3, batch_size=4, lr=1e-2, warmup=1,
-                          evaluate=evaluate, select="score", seed=0, progress=False)
+                          evaluate=evaluate, select="score", seed=0, progress_bar=False)
     assert log["round"] == [1, 2] and log["score"] == scores and len(log["seconds"]) == 2
     for term in ("auto_en", "auto_fr", "bt_en_fr", "bt_fr_en"):
         assert len(log[term]) == 2 and all(math.isfinite(v) and v > 0 for v in log[term]), term
@@ -270,7 +270,7 @@ def test_train_unmt_trains_with_back_translation_loss_from_the_previous_model(mo
     monkeypatch.setattr(unmt, "back_translation_loss", counted)
     monkeypatch.setattr(unmt, "BackTranslations", Recorded)
     log = unmt.train_unmt(tiny_model(vocab), mono, wbw, iterations=2, steps=3, batch_size=4, lr=1e-2, warmup=1,
-                          seed=0, progress=False)
+                          seed=0, progress_bar=False)
     assert len(calls) == 2 * 3 * 2 and {c[0] for c in calls} == {"Recorded"}
     assert built_from == ["WordByWord", "WordByWord", "Seq2Seq", "Seq2Seq"]     # M^(0), then M^(1)
     for term in ("bt_en_fr", "bt_fr_en"):                # the logged term is the mean of what it returned
@@ -290,7 +290,7 @@ def test_train_supervised_learns_a_tiny_translation_task(one_thread):
             return model(x, x_len, y, y_len, "fr").item()
 
     before = loss_en_fr()
-    log = unmt.train_supervised(model, mono, steps=40, batch_size=4, lr=1e-2, warmup=1, seed=0, progress=False)
+    log = unmt.train_supervised(model, mono, steps=40, batch_size=4, lr=1e-2, warmup=1, seed=0, progress_bar=False)
     assert loss_en_fr() < 0.5 * before
     assert set(log) == {"sup_en_fr", "sup_fr_en", "seconds"} and len(log["sup_en_fr"]) == 1 and log["seconds"] > 0
 
@@ -299,9 +299,9 @@ def test_train_supervised_rejects_corpora_that_do_not_pair_line_by_line():
     vocab, mono, _ = tiny_world()
     model = tiny_model(vocab)
     with pytest.raises(ValueError, match="got 3 en and 4 fr sentences"):
-        unmt.train_supervised(model, {"en": mono["en"][:3], "fr": mono["fr"]}, steps=1, progress=False)
+        unmt.train_supervised(model, {"en": mono["en"][:3], "fr": mono["fr"]}, steps=1, progress_bar=False)
     with pytest.raises(ValueError, match="got 1 languages"):
-        unmt.train_supervised(model, {"en": mono["en"]}, steps=1, progress=False)
+        unmt.train_supervised(model, {"en": mono["en"]}, steps=1, progress_bar=False)
 
 
 # --------------------------------------------------------------------------- round-trip BLEU

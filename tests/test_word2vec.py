@@ -175,7 +175,7 @@ def topic_corpus(n_sentences=1500, seed=0):
 @pytest.mark.parametrize("shared_negatives", ["auto", None])
 def test_training_puts_words_of_the_same_topic_together(shared_negatives):
     wv = train_word2vec(topic_corpus(), dim=16, window=2, epochs=3, sample=0, min_count=1, lr=0.05,
-                        batch_size=256, threads=1, seed=0, progress=False, shared_negatives=shared_negatives,
+                        batch_size=256, threads=1, seed=0, progress_bar=False, shared_negatives=shared_negatives,
                         negatives=2)
     assert len(wv) == 12 and wv.dim == 16
     for word in ("fruit0", "tool3"):
@@ -188,7 +188,7 @@ def test_training_puts_words_of_the_same_topic_together(shared_negatives):
 
 def test_training_is_reproducible_with_one_thread():
     tokens = topic_corpus(300)
-    runs = [train_word2vec(tokens, dim=8, epochs=1, min_count=1, threads=1, seed=1, progress=False)
+    runs = [train_word2vec(tokens, dim=8, epochs=1, min_count=1, threads=1, seed=1, progress_bar=False)
             for _ in range(2)]
     assert torch.equal(runs[0].vectors, runs[1].vectors)
 
@@ -257,19 +257,19 @@ def test_a_failing_worker_stops_the_others_and_its_error_reaches_the_caller(monk
     # and train_word2vec hands on what its workers raise
     monkeypatch.setattr(w2v, "train_chunk", lambda *args, **kwargs: 1 / 0)
     with pytest.raises(ZeroDivisionError):
-        train_word2vec(topic_corpus(50), min_count=1, threads=2, progress=False)
+        train_word2vec(topic_corpus(50), min_count=1, threads=2, progress_bar=False)
     assert torch.get_num_threads() == threads
 
 
 def test_training_explains_bad_input():
     with pytest.raises(TypeError, match="one string"):
-        train_word2vec("the whole text as one string", progress=False)
+        train_word2vec("the whole text as one string", progress_bar=False)
     with pytest.raises(ValueError, match="pass the Vocabulary"):
-        train_word2vec(torch.tensor([0, 1, 2]), progress=False)
+        train_word2vec(torch.tensor([0, 1, 2]), progress_bar=False)
     with pytest.raises(ValueError, match="dim must be"):
-        train_word2vec(["a"] * 10, dim=0, min_count=1, progress=False)
+        train_word2vec(["a"] * 10, dim=0, min_count=1, progress_bar=False)
     with pytest.raises(ValueError, match="shared_negatives"):
-        train_word2vec(["a"] * 10, shared_negatives="all", min_count=1, progress=False)
+        train_word2vec(["a"] * 10, shared_negatives="all", min_count=1, progress_bar=False)
 
 
 # --------------------------------------------------------------------------- word-vector measures

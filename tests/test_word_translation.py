@@ -203,7 +203,7 @@ def test_adversarial_alignment_is_a_loop_over_the_two_named_steps(monkeypatch):
     X, Y = two_clouds(n=40)
     X, Y = wt.normalize_embeddings(X), wt.normalize_embeddings(Y)
     W, log = wt.adversarial_alignment(X, Y, steps=3, dis_steps=2, batch_size=8, hidden=8, eval_every=2,
-                                      criterion_words=40, progress=False)
+                                      criterion_words=40, progress_bar=False)
     assert calls == {"discriminator_step": 6, "mapping_step": 3}
     assert log["step"] == [2, 3] and all(0 <= a <= 1 for a in log["dis_accuracy"]) and W.shape == (4, 4)
 
@@ -239,7 +239,7 @@ def test_the_game_steps_on_one_thread_and_scores_its_criterion_on_all(monkeypatc
     monkeypatch.setattr(wt, "unsupervised_criterion", spy_criterion)
     X = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
     wt.adversarial_alignment(X, X, steps=4, dis_steps=1, batch_size=8, hidden=8, eval_every=2, criterion_words=20,
-                             progress=False)
+                             progress_bar=False)
     assert seen == {"step": {1}, "criterion": {threads}} and torch.get_num_threads() == threads
 
 
@@ -260,7 +260,7 @@ def test_adversarial_alignment_and_procrustes_recover_a_hidden_rotation():
     gold = torch.stack([torch.arange(n), perm], 1)
     assert wt.translation_precision(X, Y, gold)["P@1"] < 0.05                          # the identity is wrong
     W, log = wt.adversarial_alignment(X, Y, steps=400, batch_size=64, hidden=64, eval_every=100, lr=0.5,
-                                      criterion_words=n, most_frequent=n, progress=False)
+                                      criterion_words=n, most_frequent=n, progress_bar=False)
     assert len(log["criterion"]) == 4 and log["criterion"][-1] > 0.95
     W, refine_log = wt.procrustes_refinement(X, Y, W, iterations=3, max_rank=n, criterion_words=n)
     assert wt.is_orthogonal(W) and refine_log["pairs"][-1] > n / 2

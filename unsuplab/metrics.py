@@ -381,17 +381,19 @@ def nmi(y_true: Any, y_pred: Any) -> float:
 # ---------------------------------------------------------------------------------------------
 
 def evaluate_features(train_x: Any, train_y: Any, test_x: Any, test_y: Any, *, k: int = 5,
-                      metric: str = "euclidean", probe: bool = True, device: Any = None) -> dict:
-    """The book's evaluation of frozen features: ``{"knn": acc, "linear": acc}``.
+                      metric: str = "euclidean", weighted: bool = False, probe: bool = True,
+                      probe_iters: int = 200, device: Any = None) -> dict:
+    """The book's evaluation of frozen features: ``{"knn": acc, "linear": acc}``, the one protocol of
+    every chapter (chapter 7 sets it as ``unsuplab.models.ssl.evaluate`` does).
 
-    ``knn`` is :func:`knn_accuracy` with ``k`` and ``metric`` (unweighted majority vote);
-    ``linear`` is :func:`linear_probe` with its defaults, present only when ``probe`` is True
-    (skip it for a quick look). Both are test accuracies in [0, 1].
+    ``knn`` is :func:`knn_accuracy` with ``k``, ``metric`` and ``weighted`` (default: an unweighted
+    majority vote); ``linear`` is :func:`linear_probe` with ``max_iter=probe_iters``, present only when
+    ``probe`` is True (skip it for a quick look). Both are test accuracies in [0, 1].
     """
-    results = {"knn": knn_accuracy(train_x, train_y, test_x, test_y, k=k, metric=metric,
+    results = {"knn": knn_accuracy(train_x, train_y, test_x, test_y, k=k, metric=metric, weighted=weighted,
                                    device=device)}
     if probe:
-        results["linear"] = linear_probe(train_x, train_y, test_x, test_y, device=device)
+        results["linear"] = linear_probe(train_x, train_y, test_x, test_y, max_iter=probe_iters, device=device)
     return results
 
 

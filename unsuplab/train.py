@@ -54,7 +54,7 @@ from torch import nn
 
 __all__ = ["fit", "History", "TrainingDiverged", "UnsafeCheckpointError", "check_finite", "save_checkpoint",
            "load_checkpoint", "to_device", "progress", "amp_dtype", "autocast", "grad_scaler", "NoScaler",
-           "backward_and_step", "eval_mode", "run_steps"]
+           "backward_and_step", "eval_mode", "run_steps", "TensorBatches", "warmup_schedule"]
 
 PROGRESS_ENV = "UNSUPLAB_PROGRESS"
 
@@ -376,7 +376,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", **objects: Any)
 
 def run_steps(step_fn: Callable[[int], dict], n_steps: int, *, checkpoint: str | Path | None = None,
               state: dict | None = None, generator: torch.Generator | None = None, resume: bool = True,
-              checkpoint_every: int = 200, desc: str = "training") -> dict:
+              checkpoint_every: int = 200, desc: str = "training", progress_bar: bool = True) -> dict:
     """A loop of ``n_steps`` updates, each one call ``step_fn(step)`` for step = 1 .. ``n_steps`` that
     does the update and returns its losses (a dict of 0-d tensors or numbers). Every loss is checked with
     :func:`check_finite` (a clear error, not a silent NaN) and logged; every ``checkpoint_every`` steps and
@@ -407,13 +407,14 @@ def run_steps(step_fn: Callable[[int], dict], n_steps: int, *, checkpoint: str |
                             rng=generator.get_state() if generator is not None else None)
 
     started = time.perf_counter()
-    for step in progress(range(start + 1, n_steps + 1), desc=desc, initial=start, total=n_steps):
+    for step in progress(range(start + 1, n_steps + 1), desc=desc, initial=start, total=n_steps,
+                         disable=not progress_bar):
         losses = step_fn(step)
         for name, value in losses.items():
             check_finite(value, step=step, what=f"{desc} {name}", checkpoint=checkpoint)
         log["step"].append(step)
         for name, value in losses.items():
-            log.setdefault(name, []).append(float(value))
+            log.setdefault(name, []).append(float(value.detach() if isinstance(value, torch.Tensor) else value))
         if step % checkpoint_every == 0 or step == n_steps:
             log["seconds"] += time.perf_counter() - started
             started = time.perf_counter()
@@ -554,9 +555,245 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**63 - 1)
 
 
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int, decay: str = "linear"
+                    ) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step learning-rate schedule: linear warm-up from ``lr / warmup`` to ``lr`` over the first
+    ``warmup`` steps, then ``decay`` over the rest of the ``total`` steps: ``"linear"`` to zero (BERT),
+    ``"cosine"`` to zero (SimCLR), ``"constant"`` (none). Give it to :func:`fit` with
+    ``schedule_per="step"``, or call ``.step()`` after every optimiser step of a loop of your own."""
+    if decay not in ("linear", "cosine", "constant"):
+        raise ValueError(f"decay must be 'linear', 'cosine' or 'constant', got {decay!r}.")
+    warmup, total = max(int(warmup), 0), max(int(total), 1)
+
+    def factor(step: int) -> float:  # step = the number of optimiser steps taken so far
+        if step < warmup:
+            return (step + 1) / warmup
+        if decay == "constant":
+            return 1.0
+        left = max(total - step, 0) / max(total - warmup, 1)          # 1 -> 0 over the decay
+        return left if decay == "linear" else 0.5 * (1 - math.cos(math.pi * left))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class TensorBatches:
+    """Mini-batches of tensors that already sit on their device (the GPU, when there is one): one pass
+    gives ``len()`` batches, a fresh permutation each pass drawn from torch's global generator (which
+    :func:`fit` seeds per epoch, so a resumed run sees the same batches). Much faster than a ``DataLoader``
+    that indexes and stacks examples one at a time.
+
+    ``TensorBatches(x, batch_size=128)`` yields slices of ``x``; ``TensorBatches(x, y, ...)`` yields
+    ``(x_b, y_b)``. ``shuffle=False`` keeps the order; ``drop_last`` drops a last, smaller batch;
+    ``weights`` (N,) draws each pass's examples with replacement in proportion to them (DeepCluster's
+    balanced sampling); ``transform`` is applied to the first tensor's batch as it is drawn (e.g.
+    ``torch.bernoulli``: binary digits drawn afresh each time)."""
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int = 128, shuffle: bool = True,
+                 drop_last: bool = False, weights: torch.Tensor | None = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors):
+            raise TypeError("TensorBatches takes one or more tensors, e.g. TensorBatches(x, y, batch_size=64).")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
+        n = len(tensors[0])
+        if n == 0:
+            raise ValueError("TensorBatches got an empty tensor: there is nothing to train on.")
+        if any(len(t) != n for t in tensors):
+            raise ValueError(f"the tensors must hold one row per example, got lengths {[len(t) for t in tensors]}.")
+        if drop_last and batch_size > n:
+            raise ValueError(f"batch_size {batch_size} is larger than the {n} examples and drop_last leaves no "
+                             "batch: use a smaller batch.")
+        self.tensors, self.batch_size, self.shuffle, self.drop_last = tensors, batch_size, shuffle, drop_last
+        self.weights = None if weights is None else weights.to(tensors[0].device, torch.float)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        n = len(self.tensors[0])
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n, device = len(self.tensors[0]), self.tensors[0].device
+        count = len(self) * self.batch_size if self.drop_last else n
+        if self.weights is not None:
+            order = torch.multinomial(self.weights, count, replacement=True)
+        elif self.shuffle:
+            order = torch.randperm(n, device=device)[:count]
+        else:
+            order = torch.arange(count, device=device)
+        for start in range(0, count, self.batch_size):
+            index = order[start:start + self.batch_size]
+            batch = [t[index] for t in self.tensors]
+            if self.transform is not None:
+                batch[0] = self.transform(batch[0])
+            yield batch[0] if len(batch) == 1 else tuple(batch)
+
+
+@dataclass
+class _Run:
+    """Where one :func:`fit` call stands, and its four parts as methods: :meth:`resume` and :meth:`save`
+    (checkpoints), :meth:`train_step` (one optimisation step), :meth:`end_epoch` (evaluation, the
+    epoch's log line, the scheduler)."""
+
+    model: nn.Module
+    loss_fn: Callable
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    schedule_per: str
+    scaler: Any
+    device: torch.device
+    use_amp: bool
+    clip_grad_norm: float | None
+    checkpoint: Path | None
+    divergence_factor: float | None
+    history: History = field(default_factory=History)
+    epoch: int = 0                      # epochs finished
+    batch_in_epoch: int = 0             # steps taken in the epoch under way
+    step: int = 0                       # steps taken in all
+    sums: dict = field(default_factory=dict)   # the epoch's running sums of each logged value...
+    count: int = 0                      # ...over this many steps
+    saved_step: int | None = None       # the step of the checkpoint on disk, once known
+    last_good: float | None = None      # the last finite loss
+    # An interruption inside a step (a Ctrl-C during the forward pass) must save the state as of the
+    # start of that step: its dropout noise is already drawn and batch norm has already moved its
+    # running statistics, and the resumed run will draw and move them again. `unfinished` holds that
+    # state while a step (or the end of an epoch) is under way, and is None between them.
+    unfinished: dict | None = None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def resume(self, epochs: int, max_steps: int | None) -> dict | None:
+        """Load the checkpoint into the model, optimizer, scheduler, scaler and history; returns the
+        random streams to continue from (or None when there is no checkpoint)."""
+        given = _hyperparameters(self.optimizer)
+        state = load_checkpoint(self.checkpoint, map_location=self.device, model=self.model,
+                                optimizer=self.optimizer, history=self.history)
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):  # empty when saved without float16: a fresh scaler starts afresh
+            self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
+        sums, count = state.get("epoch_sums") or ({}, 0)
+        self.sums, self.count, self.saved_step = dict(sums), int(count), self.step
+        if self.epoch >= epochs or (max_steps and self.step >= max_steps):
+            done = (f"{self.epoch} of {epochs} epochs" if self.epoch <= epochs
+                    else f"{self.epoch} epochs, {epochs} asked")
+            print(f"{self.checkpoint} holds a run that is already finished ({done}, {self.step} steps"
+                  f"{f', max_steps={max_steps}' if max_steps else ''}): nothing to train, its history is returned. "
+                  "To train again, delete it or call fit(..., resume=False).")
+        else:
+            print(f"resumed from {self.checkpoint}: epoch {self.epoch + 1} of {epochs}, step {self.step}")
+            _reconcile_hyperparameters(self.optimizer, given, self.scheduler is not None, self.checkpoint)
+        return state["rng"]
+
+    def save(self, rng: tuple | None = None) -> None:
+        """Write the checkpoint as of now (or with the random streams ``rng`` of the start of a step);
+        never over a good checkpoint with NaN or infinite weights."""
+        if self.checkpoint is None:
+            return
+        finite = [torch.isfinite(p).all() for p in self.model.parameters()]
+        if finite and not bool(torch.stack(finite).all()):
+            raise TrainingDiverged(
+                f"the weights became NaN or infinite in the update of step {self.step}, although its loss was "
+                f"finite{f' ({self.last_good:.6g})' if self.last_good is not None else ''}: training diverged, so it "
+                "stopped here rather than continue on NaN weights. Try a smaller learning rate or gradient clipping "
+                "(clip_grad_norm=1.0)." + _checkpoint_advice(self.checkpoint, self.saved_step))
+        save_checkpoint(self.checkpoint, model=self.model, optimizer=self.optimizer, history=self.history,
+                        scheduler=self.scheduler, scaler=self.scaler, epoch=self.epoch,
+                        batch_in_epoch=self.batch_in_epoch, step=self.step, rng=_rng_state(rng),
+                        epoch_sums=(dict(self.sums), self.count) if self.batch_in_epoch else None)
+        self.saved_step = self.step
+
+    def restore_unfinished(self) -> tuple | None:
+        """After an interruption: the batch-norm statistics back to the start of the step under way,
+        and that step's random streams (to save), or None between steps."""
+        if self.unfinished is None:
+            return None
+        with torch.no_grad():
+            for buffer, saved in zip(self.model.buffers(), self.unfinished["buffers"]):
+                buffer.copy_(saved)
+        return self.unfinished["rng"]
+
+    # -- one step --------------------------------------------------------------------------------
+    def train_step(self, batch: Any) -> None:
+        """Forward, check, backward, (clip), update; the update is applied and counted whole."""
+        self.unfinished = {"rng": _capture_rng(), "buffers": [b.detach().clone() for b in self.model.buffers()]}
+        batch = to_device(batch, self.device, non_blocking=self.device.type == "cuda")
+        with autocast(self.device, enabled=self.use_amp):
+            loss, logged = _split_loss(self.loss_fn(self.model, batch))
+        where = dict(step=self.step + 1, epoch=self.epoch + 1, checkpoint=self.checkpoint,
+                     checkpoint_step=self.saved_step)
+        value = check_finite(loss, last_good=self.last_good, **where)
+        _check_growth(value, self.history.steps.get("loss", [])[:10], self.divergence_factor, **where)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            logged["grad_norm"] = nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
+        with _interrupts_held():  # the update is applied and counted whole, or not at all
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scheduler is not None and self.schedule_per == "step":
+                self.scheduler.step()
+            self.step += 1
+            self.batch_in_epoch += 1
+            self.log_step({k: float(v) for k, v in logged.items()})
+            self.unfinished = None
+
+    # -- logging ---------------------------------------------------------------------------------
+    def log_step(self, values: dict[str, float]) -> None:
+        self.last_good = values["loss"]
+        self.history.log_step(values)
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    # -- the end of an epoch -----------------------------------------------------------------------
+    def end_epoch(self, eval_fn: Callable | None) -> None:
+        """The epoch's means and ``eval_fn``'s numbers into the history; the scheduler's epoch step."""
+        if self.count == 0 and self.batch_in_epoch == 0:
+            raise ValueError("data yielded no batches: check the DataLoader (an empty dataset, or "
+                             "drop_last=True with fewer examples than batch_size).")
+        epoch_values = {k: v / max(self.count, 1) for k, v in self.sums.items()}
+        self.unfinished = {"rng": _capture_rng(), "buffers": []}  # eval_fn may draw random numbers
+        if eval_fn is not None:
+            with eval_mode(self.model), torch.no_grad():
+                evaluated = dict(eval_fn(self.model))
+            for k, v in evaluated.items():
+                check_finite(v, step=self.step, epoch=self.epoch + 1, checkpoint=self.checkpoint,
+                             what=f"evaluation {k!r}", checkpoint_step=self.saved_step)
+            epoch_values.update({k: float(v) for k, v in evaluated.items()})
+        with _interrupts_held():
+            self.history.log_epoch(epoch_values)
+            if self.scheduler is not None and self.schedule_per == "epoch":
+                self.scheduler.step()
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            self.sums, self.count = {}, 0
+            self.unfinished = None
+
+
+def _epoch_batches(data: Iterable, run: _Run, seed: int, resumed_rng: dict | None) -> tuple[Iterable, dict | None]:
+    """The batches of the epoch ``run.epoch``: its data order is a function of (seed, epoch), so it
+    can be replayed after a resume; resumed inside the epoch, the batches already trained on are
+    skipped and the random streams continue where they stopped. Returns the batches and the random
+    streams still to restore (None once restored)."""
+    if resumed_rng is not None and run.batch_in_epoch == 0:  # resumed between two epochs
+        _set_rng_state(resumed_rng)
+        resumed_rng = None
+    torch.manual_seed(_epoch_seed(seed, run.epoch))
+    batches = iter(data)
+    if run.batch_in_epoch:
+        batches = itertools.islice(batches, run.batch_in_epoch, None)
+    if resumed_rng is not None:  # resumed inside an epoch: randomness continues where it stopped
+        next_batch = next(batches, None)  # draws the epoch's shuffle first, as the first run did
+        _set_rng_state(resumed_rng)
+        resumed_rng = None
+        batches = itertools.chain([] if next_batch is None else [next_batch], batches)
+    return batches, resumed_rng
+
+
 def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterable, *,
         epochs: int, optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
-        scheduler: Any = None, device: torch.device | str | None = None,
+        scheduler: Any = None, schedule_per: str = "epoch", device: torch.device | str | None = None,
         amp: bool | None = None, clip_grad_norm: float | None = None,
         checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
         resume: bool = True, eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
@@ -572,11 +809,12 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
         ``loss_fn(model, batch) -> loss`` or ``(loss, {"name": value})``; the batch arrives on
         ``device``. Extra values are logged per step and averaged per epoch.
     data
-        An iterable of batches, usually a ``DataLoader``; iterated once per epoch.
+        An iterable of batches, usually a ``DataLoader`` or :class:`TensorBatches`; iterated once per epoch.
     optimizer
         Default ``torch.optim.Adam(model.parameters(), lr=lr)``.
-    scheduler
-        Stepped once per epoch (``scheduler.step()``), after ``eval_fn``.
+    scheduler, schedule_per
+        A learning-rate scheduler, stepped once per epoch after ``eval_fn`` (``schedule_per="epoch"``),
+        or after every optimisation step (``"step"``: a warm-up and decay such as :func:`warmup_schedule`).
     amp
         Mixed precision; default on for CUDA (see :func:`amp_dtype`: bfloat16 on compute capability
         8.0 or more, else float16 with a gradient scaler); ``False`` trains in float32.
@@ -622,6 +860,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
         raise ValueError(f"checkpoint_every must be a whole number of steps >= 1 or None, got {checkpoint_every!r}.")
     if divergence_factor is not None and not divergence_factor > 1:
         raise ValueError(f"divergence_factor must be a number > 1 (default 1e4) or None, got {divergence_factor!r}.")
+    if schedule_per not in ("epoch", "step"):
+        raise ValueError(f"schedule_per must be 'epoch' or 'step', got {schedule_per!r}.")
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
@@ -630,58 +870,12 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     use_amp = amp is None or bool(amp)  # autocast and grad_scaler switch it off where it does not apply
-    scaler = grad_scaler(device, enabled=use_amp)
-    history = History()
-
-    epoch, batch_in_epoch, step = 0, 0, 0
-    checkpoint = _not_a_folder(checkpoint) if checkpoint is not None else None
-    saved_step: int | None = None  # the step of the checkpoint on disk, once known
-    if checkpoint is not None and resume and checkpoint.exists():
-        given = _hyperparameters(optimizer)
-        state = load_checkpoint(checkpoint, map_location=device, model=model, optimizer=optimizer,
-                                history=history)
-        if scheduler is not None and state.get("scheduler") is not None:
-            scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):  # empty when saved without float16: a fresh scaler starts afresh
-            scaler.load_state_dict(state["scaler"])
-        epoch, batch_in_epoch, step = state["epoch"], state["batch_in_epoch"], state["step"]
-        partial = state.get("epoch_sums") or ({}, 0)
-        saved_step = step
-        if epoch >= epochs or (max_steps and step >= max_steps):
-            done_epochs = f"{epoch} of {epochs} epochs" if epoch <= epochs else f"{epoch} epochs, {epochs} asked"
-            print(f"{checkpoint} holds a run that is already finished ({done_epochs}, {step} steps"
-                  f"{f', max_steps={max_steps}' if max_steps else ''}): nothing to train, its history is returned. "
-                  "To train again, delete it or call fit(..., resume=False).")
-        else:
-            print(f"resumed from {checkpoint}: epoch {epoch + 1} of {epochs}, step {step}")
-            _reconcile_hyperparameters(optimizer, given, scheduler is not None, checkpoint)
-        resumed_rng = state["rng"]
-    else:
-        resumed_rng, partial = None, ({}, 0)
-    sums: dict[str, float] = dict(partial[0])
-    count = int(partial[1])
-
-    def save(at_epoch: int, at_batch: int, rng: tuple | None = None) -> None:
-        nonlocal saved_step
-        if checkpoint is None:
-            return
-        finite = [torch.isfinite(p).all() for p in model.parameters()]
-        if finite and not bool(torch.stack(finite).all()):  # never replace a good checkpoint by blown-up weights
-            raise TrainingDiverged(
-                f"the weights became NaN or infinite in the update of step {step}, although its loss was finite"
-                f"{f' ({last_good:.6g})' if last_good is not None else ''}: training diverged, so it stopped here "
-                "rather than continue on NaN weights. Try a smaller learning rate or gradient clipping "
-                "(clip_grad_norm=1.0)." + _checkpoint_advice(checkpoint, saved_step))
-        save_checkpoint(checkpoint, model=model, optimizer=optimizer, history=history,
-                        scheduler=scheduler, scaler=scaler, epoch=at_epoch, batch_in_epoch=at_batch,
-                        step=step, rng=_rng_state(rng), epoch_sums=(dict(sums), count) if at_batch else None)
-        saved_step = step
-
-    # An interruption inside a step (a Ctrl-C during the forward pass) must save the state as of the
-    # start of that step: its dropout noise is already drawn and batch norm has already moved its
-    # running statistics, and the resumed run will draw and move them again. `unfinished` holds that
-    # state while a step (or the end of an epoch) is under way, and is None between them.
-    unfinished: dict | None = None
+    run = _Run(model, loss_fn, optimizer, scheduler, schedule_per, grad_scaler(device, enabled=use_amp), device,
+               use_amp, clip_grad_norm, _not_a_folder(checkpoint) if checkpoint is not None else None,
+               divergence_factor)
+    resumed_rng = None
+    if run.checkpoint is not None and resume and run.checkpoint.exists():
+        resumed_rng = run.resume(epochs, max_steps)
 
     try:
         n_batches = len(data)  # type: ignore[arg-type]
@@ -690,99 +884,38 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     total = None if n_batches is None else n_batches * epochs
     if max_steps is not None and total is not None:
         total = min(total, max_steps)
-    bar = progress(total=total, initial=min(step, total or step), desc=desc or type(model).__name__,
+    bar = progress(total=total, initial=min(run.step, total or run.step), desc=desc or type(model).__name__,
                    disable=not progress_bar, leave=True)
-    last_good: float | None = None
     started = time.perf_counter()
-    done = max_steps is not None and step >= max_steps
+    done = max_steps is not None and run.step >= max_steps
     try:
-        while epoch < epochs and not done:
+        while run.epoch < epochs and not done:
             model.train()
-            if resumed_rng is not None and batch_in_epoch == 0:  # resumed between two epochs
-                _set_rng_state(resumed_rng)
-                resumed_rng = None
-            # the epoch's data order is a function of (seed, epoch): replayable after a resume
-            torch.manual_seed(_epoch_seed(seed, epoch))
-            batches = iter(data)
-            if batch_in_epoch:
-                batches = itertools.islice(batches, batch_in_epoch, None)
-            if resumed_rng is not None:  # resumed inside an epoch: randomness continues where it stopped
-                next_batch = next(batches, None)  # draws the epoch's shuffle first, as the first run did
-                _set_rng_state(resumed_rng)
-                resumed_rng = None
-                batches = itertools.chain([] if next_batch is None else [next_batch], batches)
+            batches, resumed_rng = _epoch_batches(data, run, seed, resumed_rng)
             for batch in batches:
-                unfinished = {"rng": _capture_rng(), "buffers": [b.detach().clone() for b in model.buffers()]}
-                batch = to_device(batch, device, non_blocking=device.type == "cuda")
-                with autocast(device, enabled=use_amp):
-                    loss, logged = _split_loss(loss_fn(model, batch))
-                value = check_finite(loss, step=step + 1, epoch=epoch + 1, last_good=last_good, checkpoint=checkpoint,
-                                     checkpoint_step=saved_step)
-                _check_growth(value, history.steps.get("loss", [])[:10], divergence_factor, step=step + 1,
-                              epoch=epoch + 1, checkpoint=checkpoint, checkpoint_step=saved_step)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if clip_grad_norm is not None:
-                    scaler.unscale_(optimizer)
-                    logged["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-                with _interrupts_held():  # the update is applied and counted whole, or not at all
-                    scaler.step(optimizer)
-                    scaler.update()
-                    step += 1
-                    batch_in_epoch += 1
-                    values = {k: float(v) for k, v in logged.items()}
-                    last_good = values["loss"]
-                    history.log_step(values)
-                    for k, v in values.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                    count += 1
-                    unfinished = None
+                run.train_step(batch)
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{last_good:.4g}", refresh=False)
-                if checkpoint_every is not None and step % checkpoint_every == 0:
-                    save(epoch, batch_in_epoch)
-                if max_steps is not None and step >= max_steps:
+                bar.set_postfix(epoch=run.epoch + 1, loss=f"{run.last_good:.4g}", refresh=False)
+                if checkpoint_every is not None and run.step % checkpoint_every == 0:
+                    run.save()
+                if max_steps is not None and run.step >= max_steps:
                     done = True
                     break
-            if count == 0 and batch_in_epoch == 0:
-                raise ValueError("data yielded no batches: check the DataLoader (an empty dataset, or "
-                                 "drop_last=True with fewer examples than batch_size).")
-            epoch_values = {k: v / max(count, 1) for k, v in sums.items()}
-            unfinished = {"rng": _capture_rng(), "buffers": []}  # eval_fn may draw random numbers
-            if eval_fn is not None:
-                with eval_mode(model), torch.no_grad():
-                    evaluated = dict(eval_fn(model))
-                for k, v in evaluated.items():
-                    check_finite(v, step=step, epoch=epoch + 1, checkpoint=checkpoint, what=f"evaluation {k!r}",
-                                 checkpoint_step=saved_step)
-                epoch_values.update({k: float(v) for k, v in evaluated.items()})
-            with _interrupts_held():
-                history.log_epoch(epoch_values)
-                if scheduler is not None:
-                    scheduler.step()
-                epoch += 1
-                batch_in_epoch = 0
-                sums, count = {}, 0
-                unfinished = None
-            history.seconds += time.perf_counter() - started
+            run.end_epoch(eval_fn)
+            run.history.seconds += time.perf_counter() - started
             started = time.perf_counter()
-            save(epoch, 0)
+            run.save()
     except TrainingDiverged:
         bar.close()
         raise
     except BaseException:  # an interruption (KeyboardInterrupt, a lost runtime) keeps what was done
-        history.seconds += time.perf_counter() - started
-        started = time.perf_counter()
-        if unfinished is not None:  # back to the start of the step that was under way
-            with torch.no_grad():
-                for buffer, saved in zip(model.buffers(), unfinished["buffers"]):
-                    buffer.copy_(saved)
-        save(epoch, batch_in_epoch, rng=None if unfinished is None else unfinished["rng"])
+        run.history.seconds += time.perf_counter() - started
+        run.save(rng=run.restore_unfinished())  # as of the start of the step that was under way
         bar.close()
-        if checkpoint is not None:
-            print(f"interrupted at epoch {epoch + 1}, step {step}: the state is saved in {checkpoint}; "
+        if run.checkpoint is not None:
+            print(f"interrupted at epoch {run.epoch + 1}, step {run.step}: the state is saved in {run.checkpoint}; "
                   "run the same cell again to resume.")
         raise
     bar.close()
     model.eval()
-    return history
+    return run.history

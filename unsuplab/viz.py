@@ -187,7 +187,7 @@ def _is_series(value: Any) -> bool:
 
 
 def plot_history(history: Any, keys: Sequence[str] | str | None = None, *, title: str | None = None,
-                 ax=None, logy: bool = False, xlabel: str = "epoch") -> Figure:
+                 ax=None, logy: bool = False, xlabel: str = "epoch", smooth: int = 1) -> Figure:
     """Training curves: one line per key, against the epoch (1, 2, ...).
 
     ``history`` is a dict of lists (``{"loss": [...], "val_loss": [...]}``) or an object with an
@@ -195,7 +195,11 @@ def plot_history(history: Any, keys: Sequence[str] | str | None = None, *, title
     ``.steps`` dict is plotted instead. ``keys`` picks the curves (default: every key holding
     numbers). If the dict holds a list named like ``xlabel`` (e.g. ``"epoch"``) of the same length,
     it gives the x values. ``None`` entries leave gaps. ``logy`` puts the y axis on a log scale.
+    ``smooth`` = w > 1 draws the mean of each w consecutive values instead (noisy per-step losses),
+    at the x of the last of them.
     """
+    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
+        raise ValueError(f"smooth must be a whole number of points >= 1 (1: no smoothing), got {smooth!r}.")
     if isinstance(history, Mapping):
         data = history
     else:
@@ -221,6 +225,9 @@ def plot_history(history: Any, keys: Sequence[str] | str | None = None, *, title
         x = np.arange(1, len(y) + 1)
         if xlabel in data and key != xlabel and len(data[xlabel]) == len(y):
             x = _values(data[xlabel])
+        if smooth > 1 and len(y) >= smooth:
+            y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")      # the mean of each window
+            x = x[smooth - 1:]
         ax.plot(x, y, label=str(key), marker="o" if len(y) <= 30 else None, markersize=3)
     ax.set_xlabel(xlabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers

@@ -22,6 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .data import word_analogies, word_similarity
+from .train import load_checkpoint, save_checkpoint
+
 __all__ = ["WordVectors", "cosine_similarity", "nearest_neighbours", "is_semantic", "analogy_accuracy", "spearman",
            "similarity_spearman", "SIMILARITY_SETS", "evaluate", "plot_pairs"]
 
@@ -105,8 +108,6 @@ class WordVectors:
     def save(self, path: str | Path) -> Path:
         """Save words, vectors and counts to one file (tensors and plain values only, written by
         :func:`unsuplab.train.save_checkpoint`); read it back with :meth:`load`."""
-        from .train import save_checkpoint
-
         return save_checkpoint(path, words=list(self.words), vectors=self.vectors.cpu(), counts=self.counts,
                                stats={k: v for k, v in self.stats.items() if k != "loss_curve"})
 
@@ -114,8 +115,6 @@ class WordVectors:
     def load(cls, path: str | Path, device=None) -> "WordVectors":
         """Read a file written by :meth:`save`. Like every checkpoint of the course it is read with
         ``weights_only=True``: a file that holds pickled objects (which would run code) is refused."""
-        from .train import load_checkpoint
-
         state = load_checkpoint(path, map_location=device or "cpu")
         wv = cls(state["words"], state["vectors"], state["counts"])
         wv.stats = state.get("stats", {})
@@ -178,8 +177,6 @@ def analogy_accuracy(wv: WordVectors, questions: Mapping[str, Sequence[tuple[str
     ``answers``: (section, (a, b, c, d), the model's answer) for every covered question.
     """
     if questions is None:
-        from .data import word_analogies
-
         questions = word_analogies("questions-words")
     n = min(restrict_vocab, len(wv))
     unit = wv.unit()[:n]                                                   # (n, d)
@@ -268,8 +265,6 @@ SIMILARITY_SETS = {"WordSim-353": "EN-WS-353-ALL", "SimLex-999": "EN-SIMLEX-999"
 def evaluate(wv: WordVectors, restrict_vocab: int = 30_000) -> dict:
     """The chapter's benchmark numbers: analogy accuracy (total, semantic, syntactic, coverage) and the
     Spearman correlation on WordSim-353, SimLex-999 and MEN (with their coverage), as one flat dict."""
-    from .data import word_similarity
-
     analogy = analogy_accuracy(wv, restrict_vocab=restrict_vocab)
     out = {"analogy_acc": analogy["accuracy"], "analogy_semantic_acc": analogy["semantic"],
            "analogy_syntactic_acc": analogy["syntactic"], "analogy_coverage": analogy["coverage"]}

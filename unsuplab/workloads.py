@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cost import Phase, optimiser_step
+from .train import backward_and_step, grad_scaler
 
 __all__ = ["LABS", "phases", "evaluation", "SOLUTIONS", "baselines", "sparse_coding", "rbm_dbn", "autoencoders",
            "vae", "gan", "self_supervised", "word2vec", "bert", "translation", "energy_based_models", "WORKLOADS"]
@@ -557,7 +558,7 @@ def self_supervised(s: dict) -> list[Phase]:
     bank = ssl.MemoryBank(n, momentum=s["memory_momentum"])
 
     def train(build, loss, sgd=False):     # the lab's train() (ul.train.fit, Adam), or train_simclr's SGD
-        built = functools.cache(lambda: ssl.to_device(build(), "cpu"))     # one model for both counted sizes
+        built = functools.cache(lambda: ssl.to_channels_last(build(), "cpu"))     # one model for both counted sizes
 
         def make(b):
             model, x = built(), torch.rand(b, 3, 32, 32)
@@ -596,7 +597,7 @@ def self_supervised(s: dict) -> list[Phase]:
 
     def features(build):
         def make(b):
-            model, x = ssl.to_device(build(), "cpu"), torch.rand(b, 3, 32, 32)
+            model, x = ssl.to_channels_last(build(), "cpu"), torch.rand(b, 3, 32, 32)
             return lambda: ssl.extract_features(model, x)
         return make
 
@@ -614,7 +615,7 @@ def self_supervised(s: dict) -> list[Phase]:
                                                 generator=torch.Generator().manual_seed(0))
 
     def predictions(b):
-        model, x = ssl.to_device(ssl.Classifier(trunk(), k), "cpu").eval(), torch.rand(b, 3, 32, 32)
+        model, x = ssl.to_channels_last(ssl.Classifier(trunk(), k), "cpu").eval(), torch.rand(b, 3, 32, 32)
 
         def step():
             with torch.no_grad():
@@ -708,7 +709,6 @@ def bert(s: dict) -> list[Phase]:
     their test predictions, the frozen features). Left out: tokenizing the corpus, TF-IDF + scikit-learn,
     the linear probes on a few hundred features, fill-mask and attention maps."""
     from .models import bert as B
-    from .train import backward_and_step, grad_scaler
 
     T, V, cpu = s["seq_len"], s["vocab_size"], torch.device("cpu")
     cfg = B.BertConfig(vocab_size=V, max_len=T, d_model=s["d_model"], n_layers=s["n_layers"], n_heads=s["n_heads"],
@@ -789,7 +789,6 @@ def translation(s: dict) -> list[Phase]:
     runs on the CPU whatever the device: word2vec is given none and the vectors stay there."""
     from .models import unmt
     from .models import word_translation as wt
-    from .train import backward_and_step, grad_scaler
 
     k, lang, everywhere, more = s["k_csls"], s["lang"], s["game_everywhere"], s["more_pairs"]
     game, refine, learn = s["game"], s["refine"], s["learn"]

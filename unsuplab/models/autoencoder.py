@@ -47,9 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_unit_interval
-from ..train import eval_mode
+from ..train import TensorBatches, eval_mode, fit
 
-__all__ = ["Autoencoder", "ConvAutoencoder", "TensorBatches", "squared_error", "binary_cross_entropy",
+__all__ = ["Autoencoder", "ConvAutoencoder", "squared_error", "binary_cross_entropy",
            "reconstruction_loss", "l1_penalty", "kl_bernoulli", "kl_sparsity_penalty", "mask_noise",
            "gaussian_noise", "corrupt", "autoencoder_loss", "train_autoencoder", "train_layerwise",
            "encode_batched", "reconstruction_error", "auroc", "grid_2d", "principal_angles"]
@@ -219,29 +219,6 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(x)).reshape(x.shape)
 
 
-class TensorBatches:
-    """Mini-batches of a tensor that fits in memory (on the GPU, when there is one): ``len()`` batches
-    per pass, reshuffled at each pass with torch's global generator (which :func:`unsuplab.train.fit`
-    seeds per epoch, so a resumed run sees the same batches). Much faster than a ``DataLoader`` that
-    indexes and stacks images one by one."""
-
-    def __init__(self, x: torch.Tensor, batch_size: int = 128, *, shuffle: bool = True):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}.")
-        if len(x) == 0:
-            raise ValueError("TensorBatches got an empty tensor: there is nothing to train on.")
-        self.x, self.batch_size, self.shuffle = x, batch_size, shuffle
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __iter__(self):
-        n = len(self.x)
-        order = torch.randperm(n).to(self.x.device) if self.shuffle else torch.arange(n, device=self.x.device)
-        for start in range(0, n, self.batch_size):
-            yield self.x[order[start:start + self.batch_size]]
-
-
 # ----------------------------------------------------------------------------------------------
 # Reconstruction losses (per example: summed over pixels, one number per image)
 # ----------------------------------------------------------------------------------------------
@@ -393,13 +370,11 @@ def train_autoencoder(model: nn.Module, x_train: torch.Tensor, *, epochs: int, b
                       max_steps: int | None = None, seed: int = 0, device=None, **fit_kwargs):
     """Train ``model`` on the images ``x_train`` with :func:`autoencoder_loss` and
     :func:`unsuplab.train.fit` (Adam, progress bar, NaN guard, optional ``checkpoint=``); returns the
-    History. ``x_train`` is moved to the model's device once and batched by :class:`TensorBatches`."""
-    from unsuplab.train import fit
-
+    History. ``x_train`` is moved to the model's device once and batched by :class:`unsuplab.train.TensorBatches`."""
     if device is None:
         device = next(model.parameters()).device
     x_train = x_train.to(device)
-    batches = TensorBatches(x_train, batch_size)
+    batches = TensorBatches(x_train, batch_size=batch_size)
 
     def loss_fn(model, x):
         return autoencoder_loss(model, x, loss=loss, corruption=corruption, sparsity=sparsity)
@@ -437,8 +412,6 @@ def train_layerwise(model: Autoencoder, x_train: torch.Tensor, *, steps_per_laye
     stay in ``model``, which is then a stacked autoencoder (fine-tune it end to end with
     :func:`train_autoencoder`). Each pair gets ``steps_per_layer`` Adam steps. Returns the Histories.
     """
-    from unsuplab.train import fit
-
     if not isinstance(model, Autoencoder):
         raise TypeError(f"train_layerwise needs an Autoencoder (a stack of layers), got {type(model).__name__}.")
     device = next(model.parameters()).device
@@ -451,7 +424,7 @@ def train_layerwise(model: Autoencoder, x_train: torch.Tensor, *, steps_per_laye
         def loss_fn(pair, batch, pair_loss=pair_loss):
             return autoencoder_loss(pair, batch, loss=pair_loss)
 
-        batches = TensorBatches(h, batch_size)
+        batches = TensorBatches(h, batch_size=batch_size)
         epochs = math.ceil(steps_per_layer / len(batches))
         histories.append(fit(pair, loss_fn, batches, epochs=epochs, lr=lr, max_steps=steps_per_layer,
                              seed=seed + l, device=device, desc=f"layer pair {l + 1}", **fit_kwargs))

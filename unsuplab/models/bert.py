@@ -53,11 +53,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_true
-from ..train import History, autocast, backward_and_step, check_finite, eval_mode, grad_scaler, progress
+from ..train import History, TensorBatches, autocast, eval_mode, fit, warmup_schedule
 
 __all__ = ["SPECIAL_TOKENS", "N_SPECIAL", "IGNORE_INDEX", "SENTENCE_END", "WordTokenizer", "PairCorpus",
            "mask_tokens", "attention", "BertConfig", "MultiHeadSelfAttention", "EncoderBlock", "BertEncoder",
-           "BertForPretraining", "BertClassifier", "pretrain", "make_eval_batches", "evaluate_mlm",
+           "BertForPretraining", "BertClassifier", "MaskedPairs", "pretrain", "make_eval_batches", "evaluate_mlm",
            "unigram_baseline", "finetune", "predict", "sentence_features", "fill_mask", "attention_maps",
            "masking_report", "check_masking"]
 
@@ -510,60 +510,52 @@ def _adamw(model: nn.Module, lr: float, weight_decay: float, device: torch.devic
                              eps=1e-6, fused=device.type in ("cuda", "cpu"))
 
 
-def _warmup_linear(optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    # BERT's schedule: linear warm-up to the peak learning rate, then linear decay to zero.
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / max(warmup, 1), max(total - step, 0) / max(total - warmup, 1)))
+class MaskedPairs:
+    """``n_batches`` batches of masked sentence pairs per pass, drawn afresh from ``corpus`` with torch's
+    global generator (which :func:`unsuplab.train.fit` seeds per pass, so a resumed run draws the same):
+    each ``corpus.sample_pairs(batch_size, seq_len)`` masked by ``mask_fn``, labels in ``"labels"``."""
+
+    def __init__(self, corpus: PairCorpus, n_batches: int, *, batch_size: int, seq_len: int, vocab_size: int,
+                 mask_fn: Callable = mask_tokens, mask_prob: float = 0.15):
+        self.corpus, self.n_batches, self.batch_size, self.seq_len = corpus, n_batches, batch_size, seq_len
+        self.vocab_size, self.mask_fn, self.mask_prob = vocab_size, mask_fn, mask_prob
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+    def __iter__(self):
+        for _ in range(self.n_batches):
+            batch = self.corpus.sample_pairs(self.batch_size, self.seq_len)
+            batch["input_ids"], batch["labels"] = self.mask_fn(batch["input_ids"], self.vocab_size, self.mask_prob)
+            yield batch
 
 
 def pretrain(model: BertForPretraining, corpus: PairCorpus, *, steps: int, batch_size: int, seq_len: int,
              lr: float = 1e-3, warmup: int | None = None, weight_decay: float = 0.01,
              mask_fn: Callable = mask_tokens, mask_prob: float = 0.15, clip_grad_norm: float = 1.0,
-             log_every: int = 50, eval_fn: Callable[[nn.Module], dict] | None = None,
-             eval_every: int | None = None, progress_bar: bool = True) -> History:
-    """Minimise ``L_MLM + L_NSP`` on sentence pairs drawn from ``corpus``, masked by ``mask_fn``.
+             eval_fn: Callable[[nn.Module], dict] | None = None, eval_every: int | None = None, seed: int = 0,
+             checkpoint=None, progress_bar: bool = True) -> History:
+    """Minimise ``L_MLM + L_NSP`` on sentence pairs drawn from ``corpus``, masked by ``mask_fn``, with the
+    course's loop :func:`unsuplab.train.fit` (checks, mixed precision on CUDA, ``checkpoint`` and resume).
 
-    AdamW with a linear warm-up (``warmup`` steps, default 6% of ``steps``) and linear decay, gradient
-    clipping, mixed precision on CUDA (``unsuplab.train.autocast``, with its gradient scaler). Every
-    ``log_every`` steps the mean loss, its two parts and the training masked-token accuracy go into
-    ``history.steps`` (with the step number under ``"step"``);
-    every ``eval_every`` steps (and at the end) ``eval_fn(model)`` goes into ``history.epochs``.
+    AdamW with a linear warm-up (``warmup`` steps, default 6% of ``steps``) and linear decay, stepped
+    after every update, and gradient clipping. ``history.steps`` holds each step's loss, its two parts and
+    the training masked-token accuracy (and ``"step"``); every ``eval_every`` steps (and at the end)
+    ``eval_fn(model)`` goes into ``history.epochs``, with the step it was measured at under ``"step"``.
     The model is left in eval mode, ready to be measured.
     """
     device = next(model.parameters()).device
-    corpus = corpus.to(device)
-    vocab_size = model.cfg.vocab_size
+    period = min(eval_every or steps, steps)              # one pass of the data = one evaluation period
+    batches = MaskedPairs(corpus.to(device), period, batch_size=batch_size, seq_len=seq_len,
+                          vocab_size=model.cfg.vocab_size, mask_fn=mask_fn, mask_prob=mask_prob)
     optimizer = _adamw(model, lr, weight_decay, device)
-    scheduler = _warmup_linear(optimizer, int(0.06 * steps) if warmup is None else warmup, steps)
-    scaler = grad_scaler(device)  # float16 (a T4) needs one; elsewhere it does nothing
-    history, sums, count, last_good = History(), {}, 0, None
-    model.train()
-    # (train.progress is off when UNSUPLAB_PROGRESS=0; a plain range when no bar is wanted at all)
-    bar = progress(range(1, steps + 1), desc="pretraining") if progress_bar else None
-    for step in bar if bar is not None else range(1, steps + 1):
-        batch = corpus.sample_pairs(batch_size, seq_len)
-        batch["input_ids"], batch["labels"] = mask_fn(batch["input_ids"], vocab_size, mask_prob)
-        with autocast(device):
-            loss, parts = model.loss(batch)
-        backward_and_step(loss, optimizer, scaler, model.parameters(), clip_grad_norm)
-        scheduler.step()
-        for key, value in {"loss": loss.detach(), **parts}.items():
-            sums[key] = sums.get(key, 0.0) + value      # stays on the device: no sync every step
-        count += 1
-        if step % log_every == 0 or step == steps:
-            means = {k: float(v) / count for k, v in sums.items()}
-            check_finite(means["loss"], step=step, last_good=last_good)
-            last_good = means["loss"]
-            history.log_step({"step": step, **means})
-            if bar is not None:
-                bar.set_postfix(loss=f"{means['loss']:.3f}", mlm_acc=f"{means['mlm_acc']:.3f}", refresh=False)
-            sums, count = {}, 0
-        if eval_fn is not None and ((eval_every and step % eval_every == 0) or step == steps):
-            with eval_mode(model), torch.no_grad():
-                history.log_epoch({"step": step, **eval_fn(model)})
-    if bar is not None:
-        bar.close()
-    model.eval()
+    scheduler = warmup_schedule(optimizer, int(0.06 * steps) if warmup is None else warmup, steps, decay="linear")
+    history = fit(model, lambda model, batch: model.loss(batch), batches, epochs=math.ceil(steps / period),
+                  max_steps=steps, optimizer=optimizer, scheduler=scheduler, schedule_per="step",
+                  clip_grad_norm=clip_grad_norm, eval_fn=eval_fn, seed=seed, checkpoint=checkpoint,
+                  progress_bar=progress_bar, desc="pretraining")
+    history.steps["step"] = list(range(1, len(history.steps["loss"]) + 1))
+    history.epochs["step"] = [min(period * (i + 1), steps) for i in range(len(history.epochs["loss"]))]
     return history
 
 
@@ -616,36 +608,25 @@ def unigram_baseline(train_ids: torch.Tensor, vocab_size: int, batches: Sequence
             "unigram_ppl": math.exp(float(-log_p[targets].mean())), "most_frequent_id": int(counts.argmax())}
 
 
+def _classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    input_ids, labels = batch
+    return F.cross_entropy(model(input_ids).float(), labels)
+
+
 def finetune(model: BertClassifier, input_ids: torch.Tensor, labels: torch.Tensor, *, epochs: int,
              batch_size: int = 32, lr: float = 3e-4, weight_decay: float = 0.01, warmup_fraction: float = 0.1,
-             seed: int = 0) -> list[float]:
-    """Fine-tune every weight of ``model`` on labelled sequences (cross-entropy, AdamW, warm-up and
-    linear decay); returns the mean training loss of each epoch. Same arguments, same budget; the model
-    is left in eval mode."""
+             seed: int = 0, progress_bar: bool = False) -> History:
+    """Fine-tune every weight of ``model`` on labelled sequences with :func:`unsuplab.train.fit`:
+    cross-entropy, AdamW, a linear warm-up over ``warmup_fraction`` of the steps and linear decay, gradient
+    clipping at 1; ``seed`` fixes the data order. Same arguments, same budget. Returns the History (the
+    mean training loss of each epoch is ``history.epochs["loss"]``); the model is left in eval mode."""
     device = next(model.parameters()).device
-    input_ids, labels = input_ids.to(device), labels.to(device)
-    n = len(labels)
-    steps = epochs * math.ceil(n / batch_size)
+    batches = TensorBatches(input_ids.to(device), labels.to(device), batch_size=batch_size)
+    steps = epochs * len(batches)
     optimizer = _adamw(model, lr, weight_decay, device)
-    scheduler = _warmup_linear(optimizer, int(warmup_fraction * steps), steps)
-    scaler = grad_scaler(device)
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=g).to(device)
-        total = torch.zeros((), device=device)
-        for start in range(0, n, batch_size):
-            index = order[start:start + batch_size]
-            with autocast(device):
-                loss = F.cross_entropy(model(input_ids[index]).float(), labels[index])
-            backward_and_step(loss, optimizer, scaler, model.parameters(), clip_grad_norm=1.0)
-            scheduler.step()
-            total += loss.detach() * len(index)
-        losses.append(float(total) / n)
-        check_finite(losses[-1], step=len(losses), what="fine-tuning loss")
-    model.eval()
-    return losses
+    scheduler = warmup_schedule(optimizer, int(warmup_fraction * steps), steps, decay="linear")
+    return fit(model, _classification_loss, batches, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
+               schedule_per="step", clip_grad_norm=1.0, seed=seed, progress_bar=progress_bar, desc="fine-tuning")
 
 
 @torch.no_grad()

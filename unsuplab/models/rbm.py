@@ -45,16 +45,17 @@ from torch import nn
 from ..checks import check_unit_interval
 from ..train import History, check_finite, eval_mode, progress
 
-__all__ = ["binarize", "RBM", "cd_gradient", "train_rbm", "LeanCD", "ais_betas", "base_rate_bias", "AISResult",
-           "ais_log_z", "average_log_prob", "DBN", "sigmoid_mlp", "relu_mlp", "classification_error", "tensor_batches"]
+__all__ = ["static_binarize", "RBM", "cd_gradient", "train_rbm", "LeanCD", "ais_betas", "base_rate_bias", "AISResult",
+           "ais_log_z", "average_log_prob", "DBN", "sigmoid_mlp", "relu_mlp", "classification_error"]
 
 
 # ----------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------
 
-def binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Binary images from grey ones: each pixel is 1 with probability equal to its intensity.
+def static_binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Static binarisation: binary images from grey ones, each pixel 1 with probability equal to its intensity,
+    drawn once (``unsuplab.models.vae.binarize`` draws afresh at every call).
 
     (N, 1, 28, 28) or (N, D) in [0, 1] -> (N, D) in {0, 1}, float32. The draw is fixed by ``seed``, so
     the binarised data set is the same every time (Salakhutdinov & Murray 2008 binarise MNIST this way).
@@ -601,13 +602,3 @@ def classification_error(net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch
         wrong = sum(int((net(x[s:s + batch_size].to(device).reshape(len(x[s:s + batch_size]), -1)).argmax(1)
                          != y[s:s + batch_size].to(device)).sum()) for s in range(0, len(x), batch_size))
     return wrong / len(x)
-
-
-def tensor_batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = True) -> torch.utils.data.DataLoader:
-    """A DataLoader of mini-batches of tensors that already sit on the device: whole batches are
-    gathered with one index operation (a BatchSampler), not one example at a time, which keeps a GPU
-    busy. The order comes from torch's global generator (``unsuplab.train.fit`` seeds it per epoch)."""
-    dataset = torch.utils.data.TensorDataset(*tensors)
-    sampler = torch.utils.data.RandomSampler(dataset) if shuffle else torch.utils.data.SequentialSampler(dataset)
-    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=False)
-    return torch.utils.data.DataLoader(dataset, sampler=batches, batch_size=None)

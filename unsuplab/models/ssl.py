@@ -73,11 +73,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import metrics
-from ..train import (History, autocast, backward_and_step, check_finite, eval_mode, grad_scaler, load_checkpoint, progress,
-                     save_checkpoint)
+from ..checks import CheckFailed, _not_written
+from ..train import (History, TensorBatches, autocast, backward_and_step, check_finite, eval_mode, fit,
+                     grad_scaler, load_checkpoint, progress, save_checkpoint)
 
-__all__ = ["CIFAR_MEAN", "CIFAR_STD", "Backbone", "convnet", "resnet18_cifar", "make_backbone", "to_device",
-           "Classifier", "IndexBatches", "extract_features", "evaluate", "random_resized_crop", "random_crop_flip",
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "Backbone", "convnet", "resnet18_cifar", "make_backbone", "to_channels_last",
+           "Classifier", "extract_features", "evaluate", "random_resized_crop", "random_crop_flip",
            "grayscale", "color_jitter", "random_grayscale", "simclr_augment", "rotate_batch", "NEIGHBOUR_OFFSETS",
            "patch_pairs", "RelativePositionNet", "SIDE_NEIGHBOURS", "boundary_guess", "rgb_to_lab", "lab_to_rgb",
            "AB_RANGE", "ab_bin_centres", "quantize_ab", "rebalancing_weights", "Colorizer", "colorization_loss",
@@ -166,7 +167,7 @@ def make_backbone(arch: str = "convnet", width: int = 32) -> Backbone:
     raise ValueError(f"arch must be 'convnet' (small, for a CPU) or 'resnet18' (for a GPU), got {arch!r}.")
 
 
-def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
+def to_channels_last(model: nn.Module, device: torch.device | str) -> nn.Module:
     """Move a model to ``device`` in channels-last memory (N, H, W, C), which GPU tensor cores and the
     CPU's oneDNN convolutions both run faster (on Apple's MPS the default layout is kept)."""
     device = torch.device(device)
@@ -196,33 +197,8 @@ class Classifier(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Mini-batches for data that already sit on the device, and the evaluation on frozen features
+# The evaluation on frozen features
 # ----------------------------------------------------------------------------------------------
-
-class IndexBatches:
-    """Mini-batches of image numbers for a data set held as one tensor on the device: no DataLoader,
-    no worker processes. One pass is one epoch of ``len(self)`` batches of ``batch_size`` indices,
-    a fresh permutation each time (``unsuplab.train.fit`` seeds it per epoch); with ``weights`` (N,),
-    indices are drawn with replacement in proportion to them (DeepCluster's balanced sampling)."""
-
-    def __init__(self, n: int, batch_size: int, *, device: torch.device | str = "cpu",
-                 weights: torch.Tensor | None = None):
-        if batch_size > n:
-            raise ValueError(f"batch_size {batch_size} is larger than the {n} images: use a smaller batch.")
-        self.n, self.batch_size, self.device = n, batch_size, torch.device(device)
-        self.weights = None if weights is None else weights.to(self.device, torch.float)
-
-    def __len__(self) -> int:
-        return self.n // self.batch_size
-
-    def __iter__(self):
-        count = len(self) * self.batch_size
-        if self.weights is None:
-            order = torch.randperm(self.n, device=self.device)[:count]
-        else:
-            order = torch.multinomial(self.weights, count, replacement=True)
-        return iter(order.view(len(self), self.batch_size))
-
 
 @torch.no_grad()
 def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
@@ -243,19 +219,14 @@ def extract_features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) 
 
 def evaluate(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
              test_labels: torch.Tensor, *, k: int = 200, probe_iters: int = 200) -> dict[str, float]:
-    """The chapter's protocol on frozen features, the same for every method: ``knn``, the accuracy of
-    a k-NN vote weighted by exp(cos / 0.07) over the k = 200 nearest training images (Wu et al. 2018;
-    k is capped at the number of training images), and ``linear``, the linear probe of
-    ``unsuplab.metrics.linear_probe`` (L-BFGS for at most ``probe_iters`` iterations; 0 skips it).
-    Both in [0, 1]."""
-
-    k = min(k, len(train_features))
-    results = {"knn": metrics.knn_accuracy(train_features, train_labels, test_features, test_labels, k=k,
-                                           metric="cosine", weighted=True)}
-    if probe_iters:
-        results["linear"] = metrics.linear_probe(train_features, train_labels, test_features, test_labels,
-                                                 max_iter=probe_iters)
-    return results
+    """The chapter's protocol on frozen features, the same for every method: the book's
+    :func:`unsuplab.metrics.evaluate_features` with the settings of Wu et al. (2018): ``knn``, a k-NN
+    vote weighted by exp(cos / 0.07) over the k = 200 nearest training images (k is capped at the number
+    of training images), and ``linear``, the linear probe (L-BFGS for at most ``probe_iters``
+    iterations; 0 skips it). Both in [0, 1]."""
+    return metrics.evaluate_features(train_features, train_labels, test_features, test_labels,
+                                     k=min(k, len(train_features)), metric="cosine", weighted=True,
+                                     probe=probe_iters > 0, probe_iters=probe_iters)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -978,8 +949,6 @@ def check_reassignment(reassign: Callable, cases: list[tuple[torch.Tensor, torch
     """The self-check of the empty-cluster exercise: runs ``reassign(features, assignments, k)`` on each
     case ``(features, assignments, k)`` and judges the result by :func:`reassignment_problem`, so any
     correct tie-breaking passes. Prints a ✓ line or raises ``unsuplab.checks.CheckFailed`` in words."""
-    from ..checks import CheckFailed, _not_written
-
     cases = list(cases)
     for number, (features, assignments, k) in enumerate(cases, start=1):
         given_features, given = features.clone(), assignments.clone()
@@ -1054,8 +1023,6 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
     largest cluster), ``loss`` (mean training loss) and, given the true ``labels``, ``nmi`` between
     clusters and classes (a measurement only: labels are never used for training).
     """
-    from ..train import fit
-
     k = model.head.out_features
     augment = augment or simclr_augment
     generator = torch.Generator().manual_seed(seed)
@@ -1077,7 +1044,8 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
             log["nmi"].append(metrics.nmi(labels.cpu(), pseudo.cpu()))
         model.reset_head()  # cluster ids are renumbered every round
         weights = balanced_weights(pseudo, k) if balanced else None
-        batches = IndexBatches(len(x), batch_size, device=device, weights=weights)
+        batches = TensorBatches(torch.arange(len(x), device=device), batch_size=batch_size, drop_last=True,
+                                weights=weights)
 
         def loss_fn(net: nn.Module, index: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(net(augment(x[index])), pseudo[index])  # eq. (7.8)

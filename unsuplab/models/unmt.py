@@ -47,8 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import corpus_bleu
-from ..train import autocast, backward_and_step, check_finite, eval_mode, grad_scaler
-from ..train import progress as progress_bar
+from ..train import autocast, backward_and_step, check_finite, eval_mode, grad_scaler, run_steps, warmup_schedule
 
 __all__ = [
     "tokenize_sentence", "detokenize", "MTVocab", "pad", "monolingual_halves", "word_drop", "local_shuffle",
@@ -602,35 +601,36 @@ def _batch_of(sentences: Sequence[Sequence[int]], idx: torch.Tensor, device) -> 
 
 
 def _optimizer(model: nn.Module, lr: float, warmup: int):
+    # Adam with the Transformer's betas, a linear warm-up over `warmup` steps, then a constant rate
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98), eps=1e-9)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / max(warmup, 1)))
-    return opt, sched
+    return opt, warmup_schedule(opt, max(warmup, 1), total=1, decay="constant")
 
 
-def _steps(model, opt, sched, losses: Callable[[torch.Generator], dict[str, torch.Tensor]], steps: int,
-           g: torch.Generator, clip: float, desc: str, progress: bool, history: dict) -> None:
-    """Run ``steps`` optimiser steps on the sum of the losses that ``losses`` returns for a fresh batch."""
+def _train_steps(model: Seq2Seq, optimizer, scheduler, losses: Callable[[torch.Generator], dict[str, torch.Tensor]],
+                 steps: int, g: torch.Generator, clip: float, desc: str, progress_bar: bool, log: dict) -> None:
+    """``steps`` optimiser steps on the sum of the loss terms that ``losses(g)`` returns for fresh batches,
+    in the course's step loop (:func:`unsuplab.train.run_steps` checks and logs every term); the mean of
+    each term over the steps is appended to ``log``."""
     model.train()
     scaler = grad_scaler(model.device)  # float16 (a T4) needs one; elsewhere it does nothing
-    sums: dict[str, float] = {}
-    bar = progress_bar(range(steps), desc=desc, disable=not progress)
-    for step in bar:
+
+    def step(_: int) -> dict[str, torch.Tensor]:
         with autocast(model.device):
             terms = losses(g)
-        loss = sum(terms.values())
-        check_finite(loss, step=step)
-        backward_and_step(loss, opt, scaler, model.parameters(), clip)
-        sched.step()
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + value.item()
-    for name, total in sums.items():
-        history.setdefault(name, []).append(total / max(steps, 1))
+        backward_and_step(sum(terms.values()), optimizer, scaler, model.parameters(), clip)
+        scheduler.step()
+        return terms
+
+    steps_log = run_steps(step, steps, desc=desc, progress_bar=progress_bar)
+    for name in steps_log:
+        if name not in ("step", "seconds"):
+            log.setdefault(name, []).append(sum(steps_log[name]) / max(steps, 1))
 
 
 def train_unmt(model: Seq2Seq, mono: dict[str, Sequence[Sequence[int]]], translator, *, iterations: int = 3,
                steps: int = 2_000, batch_size: int = 64, lr: float = 5e-4, warmup: int = 500, p_drop: float = 0.1,
                k: int = 3, clip: float = 1.0, evaluate: Callable[[Seq2Seq], dict] | None = None,
-               select: str | None = None, seed: int = 0, progress: bool = True) -> dict:
+               select: str | None = None, seed: int = 0, progress_bar: bool = True) -> dict:
     """Unsupervised training of Lample et al. (2018), eq. (9.11), for ``iterations`` rounds.
 
     ``mono`` maps each of two languages to its monolingual sentences (lists of ids of ``model.vocab``);
@@ -673,7 +673,7 @@ def train_unmt(model: Seq2Seq, mono: dict[str, Sequence[Sequence[int]]], transla
                 terms[f"bt_{l_x}_{l_y}"] = back_translation_loss(model, back[l_y], y, y_len, l_y, l_x, p_drop, k)
             return terms
 
-        _steps(model, opt, sched, losses, steps, g, clip, f"round {t}", progress, log)
+        _train_steps(model, opt, sched, losses, steps, g, clip, f"round {t}", progress_bar, log)
         # 3. the new model translates in the next round; evaluate it
         model.eval()
         log["round"].append(t)
@@ -693,7 +693,7 @@ def train_unmt(model: Seq2Seq, mono: dict[str, Sequence[Sequence[int]]], transla
 
 def train_supervised(model: Seq2Seq, parallel: dict[str, Sequence[Sequence[int]]], *, steps: int = 6_000,
                      batch_size: int = 64, lr: float = 5e-4, warmup: int = 500, clip: float = 1.0,
-                     seed: int = 0, progress: bool = True) -> dict:
+                     seed: int = 0, progress_bar: bool = True) -> dict:
     """The upper bound: the same model trained on sentence pairs, both directions at each step.
 
     ``parallel`` maps two languages to the two sides of a parallel corpus (line ``i`` translates line ``i``).
@@ -721,7 +721,7 @@ def train_supervised(model: Seq2Seq, parallel: dict[str, Sequence[Sequence[int]]
             terms[f"sup_{l1}_{l2}"] = model(x, x_len, y, y_len, l2)
         return terms
 
-    _steps(model, opt, sched, losses, steps, g, clip, "supervised", progress, log)
+    _train_steps(model, opt, sched, losses, steps, g, clip, "supervised", progress_bar, log)
     model.eval()
     log["seconds"] = time.perf_counter() - started
     return log

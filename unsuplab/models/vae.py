@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_unit_interval
-from ..train import History, eval_mode, fit
+from ..train import History, TensorBatches, eval_mode, fit
 
 __all__ = ["binarize", "reparameterize", "gaussian_kl", "bernoulli_log_likelihood", "gaussian_log_density",
            "VAE", "LinearGaussian", "log_importance_weights", "iwae_bound", "log_likelihood", "active_units",
@@ -502,24 +502,6 @@ class VQVAE(nn.Module):
 # Training in one call
 # ----------------------------------------------------------------------------------------------
 
-class _Batches:
-    """Shuffled mini-batches of a tensor that stays on the device (no DataLoader copies), optionally
-    binarised afresh each time. The order comes from torch's global generator, which
-    :func:`unsuplab.train.fit` seeds per epoch, so a resumed run sees the same batches."""
-
-    def __init__(self, x: torch.Tensor, batch_size: int, binarize_data: bool):
-        self.x, self.batch_size, self.binarize_data = x, batch_size, binarize_data
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __iter__(self):
-        order = torch.randperm(len(self.x), device=self.x.device)
-        for start in range(0, len(self.x), self.batch_size):
-            batch = self.x[order[start:start + self.batch_size]]
-            yield torch.bernoulli(batch) if self.binarize_data else batch
-
-
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, *, batch_size: int = 1000, seed: int = 0) -> dict[str, float]:
     """The mean of what ``model.loss`` logs over ``x`` (already binarised, if the model wants binary
@@ -559,7 +541,7 @@ def train(model: nn.Module, x: torch.Tensor, *, epochs: int, batch_size: int = 1
                         "ul.data.mnist gives [0, 1]")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
-    data = _Batches(x.to(device), batch_size, binarize_data)
+    data = TensorBatches(x.to(device), batch_size=batch_size, transform=torch.bernoulli if binarize_data else None)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=lr_final)
                  if lr_final is not None else None)

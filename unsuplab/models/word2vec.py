@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import cpu_threads
+from ..train import progress
 from ..wordvectors import WordVectors
 
 __all__ = ["Vocabulary", "keep_probabilities", "noise_distribution", "sample_noise", "subsample", "skipgram_pairs",
@@ -330,7 +331,7 @@ class Progress:
                 self.bar.update(round(words * self.raw_words / self.corpus_words))
 
 
-def train_chunk(model: SkipGram, chunk: torch.Tensor, progress: Progress, *, keep: torch.Tensor,
+def train_chunk(model: SkipGram, chunk: torch.Tensor, tally: Progress, *, keep: torch.Tensor,
                 cdf: torch.Tensor, window: int, negatives: int, shared_negatives: int | None, lr: float,
                 batch_size: int, generator: torch.Generator | None = None) -> None:
     """Train ``model`` on one ``chunk`` (N,) of word ids: eqs. (8.4), (8.1), then (8.5)-(8.7) batch by batch.
@@ -342,11 +343,11 @@ def train_chunk(model: SkipGram, chunk: torch.Tensor, progress: Progress, *, kee
        cumulative distribution ``cdf`` (8.3): ``shared_negatives`` K' shared by the batch, each weighted
        K / K' (8.7), or ``negatives`` K per pair (8.2) when ``shared_negatives`` is None. The learning rate
        falls linearly with the words done, eta = lr * max(1e-4, 1 - done / total) (8.6), where ``done``
-       counts ``progress.words_done`` and the share of this chunk already consumed.
+       counts ``tally.words_done`` and the share of this chunk already consumed.
 
     Random numbers are drawn from ``generator`` in this order: the subsampling, the windows b_t, the
     shuffle, then each batch's noise words. One loss in 16 batches is measured and every 4 of them make
-    a point of ``progress.curve``; the chunk's words and pairs are added to ``progress`` at the end.
+    a point of ``tally.curve``; the chunk's words and pairs are added to ``tally`` at the end.
     """
     centers, contexts = skipgram_pairs(subsample(chunk, keep, generator), window, generator)   # (P,), (P,)
     order = torch.randperm(len(centers), generator=generator, device=chunk.device)
@@ -354,8 +355,8 @@ def train_chunk(model: SkipGram, chunk: torch.Tensor, progress: Progress, *, kee
     noise_weight = negatives / shared_negatives if shared_negatives else 1.0                # K / K' (8.7)
     losses = []
     for i, b in enumerate(range(0, len(centers), batch_size)):
-        done = progress.words_done + len(chunk) * b / max(len(centers), 1)   # words, this chunk's share too
-        eta = lr * max(1e-4, 1.0 - done / progress.total_words)                             # (8.6)
+        done = tally.words_done + len(chunk) * b / max(len(centers), 1)   # words, this chunk's share too
+        eta = lr * max(1e-4, 1.0 - done / tally.total_words)                             # (8.6)
         c, o = centers[b:b + batch_size], contexts[b:b + batch_size]                         # (B,), (B,)
         shape = (shared_negatives,) if shared_negatives else (len(c), negatives)             # (K',) or (B, K)
         loss = model.sgd_step(c, o, sample_noise(cdf, shape, generator), eta, noise_weight,
@@ -363,9 +364,9 @@ def train_chunk(model: SkipGram, chunk: torch.Tensor, progress: Progress, *, kee
         if loss is not None:
             losses.append(loss)
         if len(losses) == 4:                               # a point of the loss curve every 64 batches
-            progress.curve.append((done / progress.corpus_words, sum(losses) / len(losses)))
+            tally.curve.append((done / tally.corpus_words, sum(losses) / len(losses)))
             losses = []
-    progress.chunk_finished(len(chunk), len(centers), losses)
+    tally.chunk_finished(len(chunk), len(centers), losses)
 
 
 def run_hogwild(jobs: Sequence, worker: Callable[[int, Callable[[], object]], None], threads: int | None) -> None:
@@ -414,7 +415,7 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, dim: int = 100, w
                    negatives: int = 5, shared_negatives: int | str | None = "auto", epochs: int = 5,
                    sample: float = 1e-3, min_count: int = 5, max_vocab: int | None = None, lr: float = 0.025,
                    batch_size: int | None = None, chunk_size: int | None = None, threads: int | None = None,
-                   device=None, seed: int = 0, progress: bool = True) -> WordVectors:
+                   device=None, seed: int = 0, progress_bar: bool = True) -> WordVectors:
     """Train skip-gram with negative sampling on ``tokens`` and return the word vectors ``W_in``.
 
     ``tokens``: a list of words in corpus order (e.g. ``ul.data.corpus_tokens("text8")``), or a 1-D
@@ -459,9 +460,7 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, dim: int = 100, w
 
     # Jobs are (epoch, chunk start); workers take them in order and share the matrices (Hogwild).
     jobs = [(epoch, start) for epoch in range(epochs) for start in range(0, len(ids), chunk_size)]
-    from ..train import progress as progress_bar
-
-    bar = progress_bar(total=epochs * n_raw, unit="word", unit_scale=True, desc="word2vec") if progress else None
+    bar = progress(total=epochs * n_raw, unit="word", unit_scale=True, desc="word2vec") if progress_bar else None
     tally = Progress(corpus_words=len(ids), total_words=epochs * len(ids), raw_words=n_raw, bar=bar)
 
     def worker(w: int, next_job) -> None:  # its own random numbers: one worker is reproducible

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import cpu_threads
-from ..train import progress as progress_bar
+from ..train import progress
 
 __all__ = [
     "normalize_embeddings", "procrustes", "is_orthogonal", "orthogonalize_step", "csls",
@@ -308,7 +308,7 @@ def adversarial_alignment(X: torch.Tensor, Y: torch.Tensor, *, steps: int = 20_0
                           dis_steps: int = 5, lr: float = 0.1, lr_decay: float = 0.98, beta: float = 0.001,
                           smooth: float = 0.1, most_frequent: int = 50_000, hidden: int = 2048,
                           eval_every: int = 1_000, criterion_words: int = 10_000, seed: int = 0,
-                          progress: bool = True) -> tuple[torch.Tensor, dict]:
+                          progress_bar: bool = True) -> tuple[torch.Tensor, dict]:
     """Learn an orthogonal ``W`` (d, d) with ``X W^T`` indistinguishable from ``Y``, without a dictionary.
 
     The game of Conneau et al. (2018): a :class:`Discriminator` learns to tell mapped source vectors from
@@ -333,7 +333,7 @@ def adversarial_alignment(X: torch.Tensor, Y: torch.Tensor, *, steps: int = 20_0
         n_x, n_y = min(most_frequent, len(X)), min(most_frequent, len(Y))
         best, best_W = -float("inf"), W.detach().clone()
         dis_losses, dis_accuracies = [], []                            # since the last evaluation
-        for step in progress_bar(range(1, steps + 1), desc="adversarial", disable=not progress):
+        for step in progress(range(1, steps + 1), desc="adversarial", disable=not progress_bar):
             for _ in range(dis_steps):
                 x, y = _sample_words(X, Y, batch_size, n_x, n_y, g)
                 loss_d, accuracy = discriminator_step(dis, opt_d, W, x, y, smooth)       # (9.2)

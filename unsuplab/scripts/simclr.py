@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     width = args.width or 32
     model = ssl.SimCLR(ssl.make_backbone(args.arch, width), hidden=args.hidden, out=args.out_dim)
-    model = ssl.to_device(model, rt.device)
+    model = ssl.to_channels_last(model, rt.device)
     if distributed:
         if rt.device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
