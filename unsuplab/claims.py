@@ -413,6 +413,26 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         Claim("buffer_covers_digits", "The persistent chains of the replay buffer hold at least 9 of the 10 digits "
               "(each at least 2% of the samples, as the classifier reads them).", "buffer_digits_covered >= 9"),
     ),
+    "10_few_labels": _claims(
+        Claim("propagation_beats_scratch_at_10", "With 10 labelled digits, label propagation over the PCA graph "
+              "(with class mass normalisation) beats the CNN trained from scratch on them by at least 25 points "
+              "(mean of the label draws).", "mnist_acc_propagation_10 - mnist_acc_scratch_10 >= 0.25", unit="pts"),
+        Claim("gap_shrinks_with_labels", "The advantage of label propagation over training from scratch shrinks as "
+              "the labels grow: at 1,000 labels it is at least 20 points smaller than at 10.",
+              "(mnist_acc_propagation_10 - mnist_acc_scratch_10) - (mnist_acc_propagation_1000 - mnist_acc_scratch_1000)"
+              " >= 0.2", unit="pts"),
+        Claim("class_mass_normalisation_matters", "With 10 labels, class mass normalisation (eq. 10.7) beats the plain "
+              "argmax of the same propagated scores by at least 10 points.",
+              "mnist_acc_propagation_10 - mnist_acc_propagation_plain_10 >= 0.1", unit="pts"),
+        Claim("autoencoder_beats_pixels", "A probe on the autoencoder's codes beats a probe on the raw pixels with 10 "
+              "and with 100 labels.",
+              "min(mnist_acc_probe_ae_10 - mnist_acc_probe_pixels_10, mnist_acc_probe_ae_100 - mnist_acc_probe_pixels_100)"
+              " > 0", unit="pts"),
+        Claim("simclr_beats_random_trunk", "On CIFAR-10, a probe on the briefly trained SimCLR trunk beats a probe on the "
+              "same trunk with random weights by at least 4 points with 100 and with 1,000 labels.",
+              "min(cifar10_acc_probe_simclr_100 - cifar10_acc_probe_random_100, "
+              "cifar10_acc_probe_simclr_1000 - cifar10_acc_probe_random_1000) >= 0.04", unit="pts"),
+    ),
 }
 
 

@@ -24,10 +24,12 @@ from .cost import Phase, optimiser_step
 from .train import backward_and_step, grad_scaler
 
 __all__ = ["LABS", "phases", "evaluation", "SOLUTIONS", "baselines", "sparse_coding", "rbm_dbn", "autoencoders",
-           "vae", "gan", "self_supervised", "word2vec", "bert", "translation", "energy_based_models", "WORKLOADS"]
+           "vae", "gan", "self_supervised", "word2vec", "bert", "translation", "energy_based_models", "few_labels",
+           "WORKLOADS"]
 
 LABS = ("01_baselines", "02_sparse_coding", "03_rbm_dbn", "04_autoencoders", "05_vae", "06_gan",
-        "07_self_supervised", "08_word2vec", "08_bert", "09_unsupervised_translation", "10_energy_based_models")
+        "07_self_supervised", "08_word2vec", "08_bert", "09_unsupervised_translation", "10_energy_based_models",
+        "10_few_labels")
 
 
 def phases(lab: str, s: dict) -> list[Phase]:
@@ -986,6 +988,136 @@ def energy_based_models(s: dict) -> list[Phase]:
               small=(2, 4)),
     ]
 
+def few_labels(s: dict) -> list[Phase]:
+    """Lab 10b. The loops on MNIST (the from-scratch CNN of each draw, PCA, the autoencoder, the random
+    network's features, the linear probes, the k-NN graph, label propagation, self-training) and on CIFAR-10
+    (the random and SimCLR trunks' features, SimCLR, the probes, the graph, propagation, the from-scratch
+    trunk). The k-NN graph costs N x N: one step is a block of query rows against all N rows, linear in the
+    block. Left out: loading the data, drawing the labels, class mass normalisation, plotting."""
+    from .models import autoencoder as ae
+    from .models import semi_supervised as semi
+    from .models import ssl
+    from .models.baselines import PCA
+    from .models.mnist_classifier import MNISTClassifier
+
+    draws = s["label_draws"]
+    mnist_rows, cifar_rows = s["n_graph"] + s["n_test"], s["cifar_pool"] + s["cifar_test"]
+    trunk = lambda: ssl.make_backbone(s["arch"], s["width"])                        # noqa: E731
+    dim = trunk().feature_dim
+
+    def scratch_step(build, shape, lr):                 # one AdamW step of train_from_scratch
+        def make(b):
+            net, x, y = build(), torch.rand(b, *shape), torch.arange(b) % 10
+            opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
+            augment = semi.random_shift if shape[0] == 1 else ssl.random_crop_flip
+            return optimiser_step(net, lambda: F.cross_entropy(net(augment(x)), y), opt)
+        return make
+
+    def predictions(build, shape):                      # semi.predict on test images
+        def make(b):
+            net, x = build().eval(), torch.rand(b, *shape)
+            return lambda: semi.predict(net, x, batch_size=b)
+        return make
+
+    def probe(dim_):                                    # one L-BFGS evaluation of the probe's loss on b rows
+        def make(b):
+            linear, x, y = nn.Linear(dim_, 10), torch.randn(b, dim_), torch.arange(b) % 10
+            return lambda: F.cross_entropy(linear(x), y).backward()
+        return make
+
+    def knn_block(rows, dim_):                          # knn_graph: b query rows against all the rows
+        x = torch.randn(rows, dim_)
+        sq = x.pow(2).sum(1)
+
+        def make(b):
+            q = x[:b]
+            return lambda: torch.addmm(sq[None, :], q, x.T, alpha=-2.0).topk(s["n_neighbours"], dim=1, largest=False)
+        return make
+
+    def propagation(n):                                 # one step of eq. (10.6) on a graph of n nodes
+        P = semi.transition_matrix(semi.knn_graph(torch.randn(n, 8), s["n_neighbours"]))
+        scores, labelled = torch.rand(n, 10), torch.arange(10)
+        return lambda: semi.propagation_step(P, scores, labelled, torch.eye(10))
+
+    def pca(n):
+        x = torch.rand(n, 784)
+        return lambda: PCA(s["pca_dim"]).fit(x)
+
+    def autoencoder_step(b):
+        model, x = ae.Autoencoder(784, tuple(s["ae_hidden"]), s["ae_code"]), torch.rand(b, 1, 28, 28)
+        return optimiser_step(model, lambda: ae.autoencoder_loss(model, x, loss="bce")[0])
+
+    def codes(b):                                       # ae.encode_batched: the encoder only
+        model, x = ae.Autoencoder(784, tuple(s["ae_hidden"]), s["ae_code"]).eval(), torch.rand(b, 1, 28, 28)
+
+        def run():
+            with torch.no_grad():
+                return model.encode(x)
+        return run
+
+    def features(build, shape):
+        def make(b):
+            net, x = build().eval(), torch.rand(b, *shape)
+
+            def run():
+                with torch.no_grad():
+                    return net(x)
+            return run
+        return make
+
+    def simclr_step(b):
+        model = ssl.to_channels_last(ssl.SimCLR(trunk(), hidden=512), "cpu")
+        opt = torch.optim.SGD(model.parameters(), lr=s["simclr_lr"], momentum=0.9, nesterov=True, weight_decay=5e-4)
+        x = torch.rand(b, 3, 32, 32)
+
+        def loss():
+            z1, z2 = model(torch.cat([ssl.simclr_augment(x), ssl.simclr_augment(x)])).float().chunk(2)
+            return ssl.nt_xent(z1, z2, s["temperature"])
+        return optimiser_step(model, loss, opt)
+
+    cnn = lambda: MNISTClassifier(s["cnn_width"])                                   # noqa: E731
+    conv = lambda: MNISTClassifier(s["cnn_width"]).body[:7]                         # noqa: E731
+    classifier = lambda: ssl.Classifier(trunk(), 10)                                # noqa: E731
+    n_draws = sum(draws.values())
+    ae_steps = s["ae_epochs"] * math.ceil(s["n_pool"] / 128)
+    simclr_steps = min(s["simclr_steps"] or math.inf, s["simclr_epochs"] * (s["cifar_pool"] // s["simclr_batch"]))
+    conv_dim = 2 * s["cnn_width"] * 7 * 7
+    probe_steps = 200 * 1.25                                                        # L-BFGS iterations, line search
+    pseudo_rows = {n: n + 10 * s["pseudo_per_class"] for n in draws}
+    phases = []
+    for n, r in draws.items():
+        phases += [Phase(f"MNIST: CNN from scratch, {n} labels", r * s["scratch_steps"], min(s["scratch_batch"], n),
+                         scratch_step(cnn, (1, 28, 28), 1e-3), mixed=True),
+                   Phase(f"CIFAR-10: trunk from scratch, {n} labels", r * s["cifar_scratch_steps"], min(128, n),
+                         scratch_step(classifier, (3, 32, 32), s["cifar_scratch_lr"]), mixed=True)]
+    phases += [
+        _batched("MNIST: the CNNs' test predictions", n_draws, s["n_test"], predictions(cnn, (1, 28, 28)), 1000),
+        Phase("MNIST: PCA of the training images", 1, s["n_pool"], pca, small=(1_000, 2_000)),
+        Phase("MNIST: the autoencoder", ae_steps, 128, autoencoder_step, mixed=True),
+        _batched("MNIST: the autoencoder's codes", 1, mnist_rows, codes, 2048),
+        _batched("MNIST: the random network's features", 1, mnist_rows, features(conv, (1, 28, 28)), 2_000),
+        *[Phase(f"MNIST: linear probes on {d} features, {n} labels", r * probe_steps, n, probe(d), small=(2, 4))
+          for n, r in draws.items() for d in (784, s["pca_dim"], conv_dim, s["ae_code"])],
+        Phase("MNIST: the k-NN graph of the PCA features", 1, mnist_rows, knn_block(mnist_rows, s["pca_dim"]),
+              small=(64, 128)),
+        Phase("MNIST: label propagation", n_draws * s["propagation_steps"], mnist_rows, propagation, small=(500, 1_000)),
+        *[Phase(f"MNIST: self-training, {n} labels", r * (s["pseudo_rounds"] + 1) * probe_steps, pseudo_rows[n],
+                probe(s["ae_code"]), small=(64, 128)) for n, r in draws.items()],
+        _batched("CIFAR-10: features of the random and SimCLR trunks", 2, cifar_rows, features(trunk, (3, 32, 32)), 1024,
+                 mixed=True),
+        Phase("CIFAR-10: SimCLR", simclr_steps, s["simclr_batch"], simclr_step, mixed=True, budget=s["simclr_budget"]),
+        *[Phase(f"CIFAR-10: linear probes, {n} labels", 2 * r * probe_steps, n, probe(dim), small=(2, 4))
+          for n, r in draws.items()],
+        Phase("CIFAR-10: the k-NN graph of the SimCLR features", 1, cifar_rows, knn_block(cifar_rows, dim),
+              small=(64, 128)),
+        Phase("CIFAR-10: label propagation", n_draws * s["propagation_steps"], cifar_rows, propagation,
+              small=(500, 1_000)),
+        _batched("CIFAR-10: the trunks' test predictions", n_draws, s["cifar_test"], predictions(classifier, (3, 32, 32)),
+                 1000, mixed=True),
+    ]
+    return phases
+
+
 WORKLOADS: dict[str, Callable[[dict], list[Phase]]] = {
     "01_baselines": baselines,
     "02_sparse_coding": sparse_coding,
@@ -998,4 +1130,5 @@ WORKLOADS: dict[str, Callable[[dict], list[Phase]]] = {
     "08_bert": bert,
     "09_unsupervised_translation": translation,
     "10_energy_based_models": energy_based_models,
+    "10_few_labels": few_labels,
 }
