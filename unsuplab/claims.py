@@ -415,23 +415,34 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
     ),
     "10_few_labels": _claims(
         Claim("propagation_beats_scratch_at_10", "With 10 labelled digits, label propagation over the PCA graph "
-              "(with class mass normalisation) beats the CNN trained from scratch on them by at least 25 points "
-              "(mean of the label draws).", "mnist_acc_propagation_10 - mnist_acc_scratch_10 >= 0.25", unit="pts"),
-        Claim("gap_shrinks_with_labels", "The advantage of label propagation over training from scratch shrinks as "
-              "the labels grow: at 1,000 labels it is at least 20 points smaller than at 10.",
+              "(with class mass normalisation) beats the CNN trained from scratch on them by at least 30 points "
+              "(mean of the label draws).", "mnist_acc_propagation_10 - mnist_acc_scratch_10 >= 0.3", unit="pts"),
+        Claim("gap_shrinks_with_labels", "The lead of label propagation over training from scratch shrinks as the "
+              "labels grow: with 1,000 labels it is at least 25 points smaller than with 10.",
               "(mnist_acc_propagation_10 - mnist_acc_scratch_10) - (mnist_acc_propagation_1000 - mnist_acc_scratch_1000)"
-              " >= 0.2", unit="pts"),
+              " >= 0.25", unit="pts"),
         Claim("class_mass_normalisation_matters", "With 10 labels, class mass normalisation (eq. 10.7) beats the plain "
               "argmax of the same propagated scores by at least 10 points.",
               "mnist_acc_propagation_10 - mnist_acc_propagation_plain_10 >= 0.1", unit="pts"),
-        Claim("autoencoder_beats_pixels", "A probe on the autoencoder's codes beats a probe on the raw pixels with 10 "
-              "and with 100 labels.",
+        Claim("autoencoder_beats_pixels", "A probe on the autoencoder's 32-number codes beats a probe on the 784 raw "
+              "pixels by at least 2 points, with 10 and with 100 labels.",
               "min(mnist_acc_probe_ae_10 - mnist_acc_probe_pixels_10, mnist_acc_probe_ae_100 - mnist_acc_probe_pixels_100)"
-              " > 0", unit="pts"),
+              " >= 0.02", unit="pts"),
+        Claim("standardised_pca_hurts_a_small_probe", "A probe on the 50 standardised PCA components falls at least 3 "
+              "points below a probe on the raw pixels, with 10 and with 100 labels.",
+              "min(mnist_acc_probe_pixels_10 - mnist_acc_probe_pca_10, mnist_acc_probe_pixels_100 - mnist_acc_probe_pca_100)"
+              " >= 0.03", unit="pts"),
+        Claim("pseudo_labels_help_at_10", "With 10 labels, three rounds of pseudo-labels add at least 2 points to the "
+              "probe on the autoencoder's codes they start from.",
+              "mnist_acc_pseudo_ae_10 - mnist_acc_probe_ae_10 >= 0.02", unit="pts"),
         Claim("simclr_beats_random_trunk", "On CIFAR-10, a probe on the briefly trained SimCLR trunk beats a probe on the "
-              "same trunk with random weights by at least 4 points with 100 and with 1,000 labels.",
+              "same trunk with random weights by at least 5 points, with 100 and with 1,000 labels.",
               "min(cifar10_acc_probe_simclr_100 - cifar10_acc_probe_random_100, "
-              "cifar10_acc_probe_simclr_1000 - cifar10_acc_probe_random_1000) >= 0.04", unit="pts"),
+              "cifar10_acc_probe_simclr_1000 - cifar10_acc_probe_random_1000) >= 0.05", unit="pts"),
+        Claim("cifar_propagation_beats_scratch", "On CIFAR-10, label propagation over the SimCLR graph beats the trunk "
+              "trained from scratch with 10 and with 100 labels.",
+              "min(cifar10_acc_propagation_10 - cifar10_acc_scratch_10, "
+              "cifar10_acc_propagation_100 - cifar10_acc_scratch_100) > 0", unit="pts"),
     ),
 }
 

@@ -120,7 +120,7 @@ def knn_graph(features: torch.Tensor, k: int = 10, *, batch_size: int = 1024) ->
     weights = torch.exp(-near_d2 / sigma2)                                      # (N, k)
     rows = torch.arange(n, device=x.device).repeat_interleave(k)
     i, j, w = torch.cat([rows, near.flatten()]), torch.cat([near.flatten(), rows]), weights.flatten().repeat(2)
-    # an edge chosen by both ends appears twice (same weight): keep it once, by taking the maximum
+    # an edge chosen by both ends appears twice, with the same weight (the distance is symmetric): keep one
     key = i * n + j
     key, order = key.sort()
     w = w[order]
