@@ -175,7 +175,7 @@ def test_full_06_gan_infogan_and_cyclegan_step(tmp_path):
 
     log = gan.run_steps(info_step, 1, checkpoint=tmp_path / "infogan.pt",
                         state=dict(G=G_info, D=D_info, opt_G=opt_G, opt_D=opt_D), generator=g, desc="InfoGAN")
-    assert log["step"] == [1] and all(math.isfinite(log[k][0]) for k in ("loss_D", "loss_G", "info"))
+    assert log.steps["step"] == [1] and all(math.isfinite(log.steps[k][0]) for k in ("loss_D", "loss_G", "info"))
     assert changed(before, G_info, D_info)
     assert D_info.q_logits(D_info.features(x_gan[:4])).shape == (4, codes_n)
 
@@ -193,7 +193,7 @@ def test_full_06_gan_infogan_and_cyclegan_step(tmp_path):
                                                        s["lambda_cyc"]),
                         1, checkpoint=tmp_path / "cyclegan.pt",
                         state=dict(G_ab=G_ab, G_ba=G_ba, D_a=D_a, D_b=D_b, opt_G=opt_G, opt_D=opt_D), desc="CycleGAN")
-    assert all(math.isfinite(log[k][0]) for k in ("loss_D", "loss_G", "cycle"))
+    assert all(math.isfinite(log.steps[k][0]) for k in ("loss_D", "loss_G", "cycle"))
     assert changed(before, G_ab, G_ba, D_a, D_b)
     assert G_ab(domain_a[:4]).shape == (4, 1, 28, 28) and D_b(domain_b[:4]).shape == (4, 1, 7, 7)
 

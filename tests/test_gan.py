@@ -262,7 +262,7 @@ def test_run_steps_resumes_to_the_same_weights_and_stops_on_nan(tmp_path):
     G1, D1, oG, oD = make()
     g = torch.Generator().manual_seed(1)
     log = gan.run_steps(stepper(G1, D1, oG, oD, g), 6, generator=g)
-    assert log["step"] == [1, 2, 3, 4, 5, 6] and len(log["loss_D"]) == 6
+    assert log.steps["step"] == [1, 2, 3, 4, 5, 6] and len(log.steps["loss_D"]) == 6
 
     G2, D2, oG, oD = make()
     g = torch.Generator().manual_seed(1)
@@ -273,12 +273,14 @@ def test_run_steps_resumes_to_the_same_weights_and_stops_on_nan(tmp_path):
     g = torch.Generator().manual_seed(123)                # the saved random stream replaces this one
     state = {"G": G3, "D": D3, "opt_G": oG, "opt_D": oD}
     log = gan.run_steps(stepper(G3, D3, oG, oD, g), 6, checkpoint=ckpt, state=state, generator=g)
-    assert log["step"] == [1, 2, 3, 4, 5, 6]
+    assert log.steps["step"] == [1, 2, 3, 4, 5, 6] and log.seconds > 0     # the history came back with the state
     for p, q in zip(list(G1.parameters()) + list(D1.parameters()), list(G3.parameters()) + list(D3.parameters())):
         assert torch.allclose(p, q, atol=1e-6)
 
     with pytest.raises(TrainingDiverged, match="loss_D is nan at step 1"):
         gan.run_steps(lambda step: {"loss_D": torch.tensor(float("nan"))}, 3, desc="toy")
+    stopped = gan.run_steps(lambda step: {"loss": step}, 10, until=lambda: True)    # an early stop
+    assert stopped.steps == {"step": [1], "loss": [1.0]}
 
 
 # ------------------------------------------------------------------ the feature net and Fréchet
