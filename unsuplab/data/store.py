@@ -333,7 +333,7 @@ def _same_folder(a: Path, b: Path) -> bool:
         return False
 
 
-def fetch(path: str, *, download: bool = True, progress: bool = False) -> Path:
+def fetch(path: str, *, download: bool = True, progress_bar: bool = False) -> Path:
     """Return a local, verified copy of a registered file: from the mirror, the cache, or upstream.
 
     ``path`` is a key of :data:`REGISTRY` such as ``"mnist/t10k-images-idx3-ubyte.gz"``.
@@ -346,7 +346,7 @@ def fetch(path: str, *, download: bool = True, progress: bool = False) -> Path:
     3. Otherwise (and only if ``download``) each URL of the entry is tried in turn: the bytes go to a
        ``.part`` file in the cache folder, are checked, and are then renamed into place atomically.
 
-    ``progress`` shows a progress bar while downloading. Checksums of files already verified in this
+    ``progress_bar`` shows a progress bar while downloading. Checksums of files already verified in this
     process are not recomputed unless the file changed (size or modification time).
 
     Raises :class:`DataUnavailableError` when every way fails, with what was tried and how to fix it.
@@ -412,7 +412,7 @@ def fetch(path: str, *, download: bool = True, progress: bool = False) -> Path:
     else:
         for url in entry.urls:
             try:
-                _download(url, target, entry, progress)
+                _download(url, target, entry, progress_bar)
                 return target
             except Exception as error:  # noqa: BLE001 - every failure is reported, the next URL tried
                 tried.append(f"{url}: {type(error).__name__}: {error}")
@@ -420,7 +420,7 @@ def fetch(path: str, *, download: bool = True, progress: bool = False) -> Path:
     raise DataUnavailableError(_unavailable_message(entry, target, tried))
 
 
-def _download(url: str, target: Path, entry: RemoteFile, progress: bool) -> None:
+def _download(url: str, target: Path, entry: RemoteFile, progress_bar: bool) -> None:
     """Download ``url`` into a ``.part`` file next to ``target``, verify it, then rename it into place."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, part_name = tempfile.mkstemp(dir=target.parent, prefix=target.name + ".", suffix=".part")
@@ -430,7 +430,7 @@ def _download(url: str, target: Path, entry: RemoteFile, progress: bool) -> None
         request = urllib.request.Request(url, headers={"User-Agent": "unsuplab"})
         with os.fdopen(handle, "wb") as out, urllib.request.urlopen(request, timeout=60) as response:
             bar = None
-            if progress:
+            if progress_bar:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=entry.size, unit="B", unit_scale=True, desc=entry.path)

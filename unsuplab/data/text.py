@@ -277,7 +277,7 @@ def corpus_tokens(name: str, max_words: int | None = None, *, lower: bool = True
         import io
         import zipfile
 
-        with zipfile.ZipFile(fetch(TEXT8.path, download=download, progress=True)) as archive, \
+        with zipfile.ZipFile(fetch(TEXT8.path, download=download, progress_bar=True)) as archive, \
                 io.TextIOWrapper(archive.open("text8"), encoding="ascii") as f:
             return _stream_tokens(f.read, max_words, lower)
     if name not in CORPORA:
@@ -312,7 +312,7 @@ def english_corpus(*, download: bool = True) -> str:
         return "text8"
     if _at_hand("text/enwiki-17M.txt.xz"):
         return "enwiki-17M"
-    fetch(TEXT8.path, download=download, progress=True)  # raises DataUnavailableError with the ways out
+    fetch(TEXT8.path, download=download, progress_bar=True)  # raises DataUnavailableError with the ways out
     return "text8"
 
 
