@@ -267,6 +267,19 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "cycle_mse_ab < cycle_mse_identity"),
         Claim("cycle_keeps_digit", "CycleGAN translation keeps the digit at least 90% of the time.",
               "cycle_digit_kept_acc >= 0.9", unit="%"),
+        Claim("cgan_obeys_label", "A conditional GAN draws the digit it is asked for: the course's MNIST "
+              "classifier reads the asked digit in at least 90% of its samples (its own accuracy on real test "
+              "digits is the ceiling).", "cgan_label_accuracy >= 0.9", unit="%"),
+        Claim("cgan_obeys_every_digit", "The conditional GAN obeys every one of the 10 labels: for each digit, "
+              "the classifier reads it in at least 75% of the samples that asked for it.",
+              "min(cgan_per_class_acc) >= 0.75", unit="%"),
+        Claim("cgan_label_beats_infogan_code", "Given the labels, the conditional GAN controls the digit better "
+              "than InfoGAN's code learned without them: its label accuracy is above InfoGAN's code-digit "
+              "accuracy, even though the code is first matched to the digits.",
+              "cgan_label_accuracy > infogan_code_digit_acc", unit="%"),
+        Claim("cgan_fd_near_floor", "The conditional GAN's samples are also varied and realistic: their Fréchet "
+              "distance is within 3 times the real-data floor.", "fd_cgan_ratio_to_floor <= 3", unit="×",
+              profiles=("cpu",)),
         Claim("infogan_code_finds_digits", "InfoGAN's categorical code, learned without labels, predicts "
               "the digit for at least half of the samples (chance: 10%).", "infogan_code_digit_acc >= 0.5", unit="%"),
         Claim("fd_near_floor", "The DCGAN's Fréchet distance is within 3 times the real-data floor.",

@@ -449,8 +449,8 @@ def vae(s: dict) -> list[Phase]:
 def gan(s: dict) -> list[Phase]:
     """Lab 6, as a fresh run (the lab resumes its GANs, the feature net and the VAE from checkpoints
     when they exist). No GAN loop autocasts; the feature net (unsuplab.train.fit) does. Left out: D's
-    verdicts on the toy's grid (8 snapshots), InfoGAN's and CycleGAN's test-set samples, the Fréchet
-    distances themselves (64 features), plotting."""
+    verdicts on the toy's grid (8 snapshots), the conditional GAN's 10 x 10 grid, InfoGAN's and CycleGAN's
+    test-set samples, the Fréchet distances themselves (64 features), plotting."""
     from .models import gan as g
     from .models.mnist_classifier import MNISTClassifier, classify
     from .models.vae import VAE
@@ -505,6 +505,17 @@ def gan(s: dict) -> list[Phase]:
         model, x = VAE(hidden=tuple(s["vae_hidden"]), z_dim=s["vae_z_dim"]), torch.rand(b, 1, 28, 28)
         return optimiser_step(model, lambda: model.loss(torch.bernoulli(x))[0])
 
+    def cgan_step(b):                       # the conditional GAN: G reads [z, onehot(y)], D projects y
+        G, D = g.DCGANGenerator(z_dim + 10, s["cgan_width"]), g.ProjectionDiscriminator(s["cgan_width"], 10)
+        x, y, noise, opt_G, opt_D = (torch.rand(b, 1, 28, 28) * 2 - 1, torch.arange(b) % 10, torch.randn(b, z_dim),
+                                     adam(G), adam(D))
+        return lambda: g.conditional_gan_step(G, D, opt_G, opt_D, x, y, noise)
+
+    def cgan_samples(b):                    # its samples of asked digits through the feature net
+        G, net = g.DCGANGenerator(z_dim + 10, s["cgan_width"]), MNISTClassifier(s["classifier_width"]).eval()
+        z = g.generator_input(torch.randn(b, z_dim), torch.arange(b) % 10, 10)
+        return lambda: classify(net, g.generate(G, z))
+
     def info_step(b):
         G = g.DCGANGenerator(s["info_noise_dim"] + s["info_codes"], s["info_width"], hidden=s["info_hidden"])
         D = g.DCGANDiscriminator(s["info_width"], n_codes=s["info_codes"], hidden=s["info_hidden"])
@@ -537,6 +548,8 @@ def gan(s: dict) -> list[Phase]:
               math.ceil(((looks + 3) * s["n_look"] + s["n_eval"]) / ((looks + 3) * look_chunks + eval_chunks)),
               samples, small=(50, 100)),
         Phase("chapter 5's VAE", s["vae_epochs"] * math.ceil(s["n_train"] / 128), 128, vae_step),
+        Phase("conditional GAN", s["cgan_steps"], B, cgan_step),
+        Phase("conditional GAN samples of asked digits", eval_chunks, eval_chunk, cgan_samples, small=(50, 100)),
         Phase("InfoGAN", s["info_steps"], B, info_step),
         Phase("CycleGAN", s["cycle_steps"], s["cycle_batch"], cycle_step),
     ]
