@@ -549,13 +549,13 @@ def check_gan_step(step_fn, seeds=(0, 1, 2)) -> None:
     Prints a ✓ line, or raises ``unsuplab.checks.CheckFailed`` saying which part differs."""
     for seed in seeds:
         for saturating in (False, True):
-            mine = _toy_players(seed)
-            ref = tuple(copy.deepcopy(v) if isinstance(v, nn.Module) else v for v in mine[:2])
-            ref_opts = (torch.optim.Adam(ref[0].parameters(), lr=1e-3, betas=(0.5, 0.999)),
-                        torch.optim.Adam(ref[1].parameters(), lr=1e-3, betas=(0.5, 0.999)))
+            G, D, opt_G, opt_D, x_real, z = _toy_players(seed)
+            G_ref, D_ref = copy.deepcopy(G), copy.deepcopy(D)
+            opt_G_ref = torch.optim.Adam(G_ref.parameters(), lr=1e-3, betas=(0.5, 0.999))
+            opt_D_ref = torch.optim.Adam(D_ref.parameters(), lr=1e-3, betas=(0.5, 0.999))
             case = f"(seed {seed}, saturating={saturating})"
             try:
-                out = step_fn(*mine, saturating=saturating)
+                out = step_fn(G, D, opt_G, opt_D, x_real, z, saturating=saturating)
             except NotImplementedError:
                 raise
             except Exception as err:
@@ -563,25 +563,27 @@ def check_gan_step(step_fn, seeds=(0, 1, 2)) -> None:
                                   "variable 'has been modified by an inplace operation', the generator's loss "
                                   "used D's output from before D's update: call D(fake) again after "
                                   "opt_D.step().") from err
-            expected = gan_step(ref[0], ref[1], ref_opts[0], ref_opts[1], mine[4], mine[5], saturating=saturating)
+            expected = gan_step(G_ref, D_ref, opt_G_ref, opt_D_ref, x_real, z, saturating=saturating)
             if not isinstance(out, dict) or not {"loss_D", "loss_G"} <= set(out):
                 raise CheckFailed("✗ gan_step must return a dict with the two losses, "
                                   f"{{'loss_D': ..., 'loss_G': ...}}, got {type(out).__name__}.")
-            if abs(_number(out["loss_D"]) - float(expected["loss_D"])) > 1e-5:
-                raise CheckFailed(f"✗ the discriminator loss is {_number(out['loss_D']):.5f}, expected "
-                                  f"{float(expected['loss_D']):.5f} {case}: compute it on D(x_real) and "
-                                  "D(fake.detach()) before any update.")
-            if _max_gap(mine[1], ref[1]) > 1e-5:
-                raise CheckFailed(f"✗ D's weights after the step differ from the reference {case}: zero opt_D's "
-                                  "gradients, back-propagate L_D, then opt_D.step() — before the generator's turn.")
-            if abs(_number(out["loss_G"]) - float(expected["loss_G"])) > 1e-5:
-                raise CheckFailed(f"✗ the generator loss is {_number(out['loss_G']):.5f}, expected "
-                                  f"{float(expected['loss_G']):.5f} {case}: compute it as "
-                                  "generator_loss(D(fake), saturating) with the *updated* D.")
-            if _max_gap(mine[0], ref[0]) > 1e-5:
-                raise CheckFailed(f"✗ G's weights after the step differ from the reference {case}: zero opt_G's "
-                                  "gradients (the discriminator's step may have left some), back-propagate L_G, "
-                                  "then opt_G.step().")
+            # in the order the step makes them: D's loss, D's update, G's loss, G's update
+            comparisons = [
+                (abs(_number(out["loss_D"]) - float(expected["loss_D"])),
+                 f"the discriminator loss is {_number(out['loss_D']):.5f}, expected {float(expected['loss_D']):.5f}",
+                 "compute it on D(x_real) and D(fake.detach()) before any update."),
+                (_max_gap(D, D_ref), "D's weights after the step differ from the reference",
+                 "zero opt_D's gradients, back-propagate L_D, then opt_D.step() — before the generator's turn."),
+                (abs(_number(out["loss_G"]) - float(expected["loss_G"])),
+                 f"the generator loss is {_number(out['loss_G']):.5f}, expected {float(expected['loss_G']):.5f}",
+                 "compute it as generator_loss(D(fake), saturating) with the *updated* D."),
+                (_max_gap(G, G_ref), "G's weights after the step differ from the reference",
+                 "zero opt_G's gradients (the discriminator's step may have left some), back-propagate L_G, "
+                 "then opt_G.step()."),
+            ]
+            for gap, what, advice in comparisons:
+                if gap > 1e-5:
+                    raise CheckFailed(f"✗ {what} {case}: {advice}")
     print(f"✓ gan_step matches the reference: same losses and same weights of D and G after one step, "
           f"on {2 * len(seeds)} test cases.")
 
