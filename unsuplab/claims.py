@@ -426,9 +426,10 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         Claim("made_beats_independent_pixels", "On lab 5's binary test digits, MADE's exact log-likelihood beats "
               "independent pixels by at least 50 nats per digit.", "binary_ll_made - binary_ll_independent >= 50",
               unit="nats"),
-        Claim("made_beats_vae_bound", "Trained by the same loop for the same number of epochs, MADE's exact "
+        Claim("made_beats_vae_bound", "Trained by the same loop for the cpu profile's few epochs, MADE's exact "
               "log-likelihood of those digits is at least 5 nats per digit above the VAE's importance-weighted "
-              "bound.", "binary_made_minus_vae >= 5", unit="nats"),
+              "bound (not claimed for the full profile's longer training, which has not been measured).",
+              "binary_made_minus_vae >= 5", profiles=("cpu",), unit="nats"),
     ),
 }
 
