@@ -90,9 +90,10 @@ class AffineCoupling(nn.Module):
 
     ``mask`` (D,) holds 1 where ``x`` passes through unchanged and conditions the rest, 0 where ``x`` is
     scaled by :math:`e^{s}` and shifted by :math:`t`. ``s`` and ``t`` come from one MLP of ``layers``
-    hidden layers of width ``hidden`` applied to :math:`b \\odot x`; the scale is bounded,
-    :math:`s = \\sigma\\,\\tanh(\\cdot)` with a learned :math:`\\sigma` per dimension (Dinh et al. 2017), and the
-    MLP's last layer starts at zero, so the layer starts as the identity (Kingma & Dhariwal 2018).
+    hidden layers of width ``hidden`` applied to :math:`b \\odot x`. The scale is bounded,
+    :math:`s = \\sigma\\,\\tanh(\\cdot)` with a learned :math:`\\sigma` per dimension (starting at 1), so that no early
+    step can stretch a coordinate by more than :math:`e^{\\sigma}`; the MLP's last layer starts at zero, so the
+    layer starts as the identity (Kingma & Dhariwal 2018).
     """
 
     def __init__(self, mask: torch.Tensor, hidden: int = 64, layers: int = 2):
@@ -194,7 +195,8 @@ class RealNVP(nn.Module):
     Masks alternate so that each coordinate is transformed by every second layer: for points, the first
     half of the coordinates and then the second; for images (``image_shape=(H, W)``), a checkerboard and
     its complement. With ``logit_alpha`` the flow starts with :class:`LogitTransform`, for pixels in
-    [0, 1). ``log_prob`` is eq. (10.4); ``sample`` runs the layers backwards from the base.
+    [0, 1), and with ``actnorm`` an :class:`ActNorm` comes before the couplings. ``log_prob`` is eq. (10.4);
+    ``sample`` runs the layers backwards from the base.
     """
 
     def __init__(self, dim: int = 2, n_layers: int = 8, hidden: int = 64, layers: int = 2,
@@ -273,6 +275,8 @@ def bits_per_dim(log_p_y: torch.Tensor | float, dim: int) -> torch.Tensor | floa
 
 @dataclass
 class FlowHistory:
+    """What :func:`train_flow` measured: the training loss of every step (nats per example) and the time."""
+
     nll: list[float]
     seconds: float = 0.0
 
