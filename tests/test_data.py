@@ -8,6 +8,7 @@ they need no network; the loader tests read the real data mirror named by UNSUPL
 import gzip
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from unsuplab import data
+from unsuplab.data import store
 
 MIRROR = os.environ.get(data.MIRROR_ENV)
 needs_mirror = pytest.mark.skipif(not MIRROR, reason="UNSUPLAB_DATA_MIRROR is not set (make test sets it)")
@@ -41,7 +43,7 @@ def fake(tmp_path, monkeypatch):
     mirror.mkdir()
     monkeypatch.setenv(data.MIRROR_ENV, str(mirror))
     monkeypatch.setenv(data.CACHE_ENV, str(cache))
-    data._HASHED.clear()
+    store._HASHED.clear()
     return {"entry": entry, "upstream": upstream, "mirror": mirror, "cache": cache}
 
 
@@ -171,6 +173,17 @@ def test_the_registry_agrees_with_the_mirror_manifest():
     assert all(data.REGISTRY[p].urls and p not in manifest for p in data.ONLINE_ONLY)  # downloaded only
 
 
+def test_every_file_is_registered_once_in_the_store():
+    # The mirror's files, then the downloaded-only ones, declared in store.py: no module adds to the
+    # registry later, so reading store.py tells which files exist.
+    assert list(data.REGISTRY) == [path for path, _, _ in store._FILES] + list(data.ONLINE_ONLY)
+    assert data.REGISTRY[data.TEXT8.path] is data.TEXT8 and data.REGISTRY[data.WIKITEXT2.path] is data.WIKITEXT2
+    writes = re.compile(r"^\s*(REGISTRY\[.*\]\s*=|REGISTRY\.(update|setdefault)\(|ONLINE_ONLY\s*=)", re.M)
+    for file in Path(data.__file__).parent.glob("*.py"):
+        found = writes.findall(file.read_text())
+        assert len(found) == (1 if file.name == "store.py" else 0), f"{file.name} writes the registry: {found}"
+
+
 def test_read_idx_rejects_truncated_and_foreign_files(tmp_path):
     good = b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + bytes([1, 2, 3])
     (tmp_path / "labels.gz").write_bytes(gzip.compress(good))
@@ -298,12 +311,12 @@ def wikitext_zip(tmp_path, monkeypatch):
     entry = data.RemoteFile(data.WIKITEXT2.path, (upstream.as_uri(),), hashlib.sha256(content).hexdigest(),
                             len(content), "a fake WikiText-2")
     monkeypatch.setitem(data.REGISTRY, entry.path, entry)
-    monkeypatch.setattr(data, "WIKITEXT2", entry)
+    monkeypatch.setattr(data.text, "WIKITEXT2", entry)   # where wikitext2 and text_corpus_source look it up
     mirror, cache = tmp_path / "mirror", tmp_path / "cache"
     mirror.mkdir()
     monkeypatch.setenv(data.MIRROR_ENV, str(mirror))
     monkeypatch.setenv(data.CACHE_ENV, str(cache))
-    data._HASHED.clear()
+    store._HASHED.clear()
     return {"mirror": mirror, "cache": cache}
 
 

@@ -36,8 +36,11 @@ def test_training_separates_two_blobs_and_stops_when_assignments_settle():
                             eval_fn=lambda m: {"n": 1})
     labels = model.assign(x).argmax(1)
     assert (labels[:200] == labels[0]).all() and (labels[200:] != labels[0]).all()
-    assert history.changed and history.changed[-1] < 0.001 and len(history.loss) < 300   # stopped early
-    assert history.evals and history.evals[0] == {"step": 0, "n": 1}
+    changed = history.steps["changed"]
+    assert changed and changed[-1] < 0.001 and len(history.steps["loss"]) < 300   # stopped early
+    assert history.steps["step"][-1] == len(history.steps["loss"]) and history.steps["step"][-1] % 50 == 0
+    assert history.steps["eval_step"][0] == 0 and history.steps["n"] == [1] * len(history.steps["eval_step"])
+    assert len(history.steps["eval_step"]) == len(changed)        # at the start and every update but the last
 
 
 def test_dec_uses_an_autoencoders_encode_method():

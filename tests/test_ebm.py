@@ -129,7 +129,7 @@ def test_interrupted_training_resumes_to_the_same_model(tmp_path):
     whole, (history, buffer) = run(6, tmp_path / "whole.pt")
     run(3, tmp_path / "split.pt")
     split, (history_split, buffer_split) = run(6, tmp_path / "split.pt")
-    assert len(history_split.loss) == 6 and history_split.loss == pytest.approx(history.loss)
+    assert len(history_split.steps["loss"]) == 6 and history_split.steps["loss"] == pytest.approx(history.steps["loss"])
     for a, b in zip(whole.parameters(), split.parameters()):
         torch.testing.assert_close(a, b)
     torch.testing.assert_close(buffer.points, buffer_split.points)

@@ -325,7 +325,7 @@ def test_full_04_dec_on_the_deep_autoencoders_codes():
     model = dec.DEC(ae, KMeans(10, n_init=1, seed=0).fit(codes).cluster_centers_)
     before = snapshot(model)
     history = dec.train_dec(model, x, steps=2, batch_size=256, update_interval=s["dec_interval"], seed=0)
-    assert len(history.loss) == 2 and all(math.isfinite(v) for v in history.loss)
+    assert len(history.steps["loss"]) == 2 and all(math.isfinite(v) for v in history.steps["loss"])
     assert any(not torch.equal(before[name], p) for name, p in model.named_parameters())
     assert model.assign(x).shape == (600, 10)
 

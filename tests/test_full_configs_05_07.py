@@ -122,7 +122,7 @@ def test_full_05_vae_beta_vaes_on_full_size_sprites_step():
 
 
 # ------------------------------------------------------------------------------------------------
-# Lab 6: the feature net, DCGAN, InfoGAN, CycleGAN, and chapter 5's VAE for the comparison
+# Lab 6: the feature net, DCGAN, the conditional GAN, InfoGAN, CycleGAN, and chapter 5's VAE
 # ------------------------------------------------------------------------------------------------
 
 def test_full_06_gan_feature_net_trains():
@@ -155,6 +155,30 @@ def test_full_06_gan_dcgan_step():
     assert gan.generate(G, torch.randn(4, z_dim)).shape == (4, 1, 28, 28)
 
 
+def test_full_06_gan_conditional_gan_step(tmp_path):
+    s = full_settings("06_gan", "cgan_width", "cgan_steps")
+    B, z_dim, n_classes = s["batch_size"], s["z_dim"], 10          # MNIST's ten digits are the labels
+    x_gan = gan.to_signed(mnist_like(B))
+    y = torch.randint(n_classes, (B,), generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(s["seed"] + 9)
+    torch.manual_seed(s["seed"])
+    G = gan.DCGANGenerator(z_dim + n_classes, s["cgan_width"])
+    D = gan.ProjectionDiscriminator(s["cgan_width"], n_classes)
+    opt_G = torch.optim.Adam(G.parameters(), lr=s["lr"], betas=(s["beta1"], 0.999))
+    opt_D = torch.optim.Adam(D.parameters(), lr=s["lr"], betas=(s["beta1"], 0.999))
+    before = snapshot(G, D)
+    log = gan.run_steps(lambda step: gan.conditional_gan_step(G, D, opt_G, opt_D, x_gan, y,
+                                                              torch.randn(B, z_dim, generator=g)),
+                        1, checkpoint=tmp_path / "cgan.pt", state=dict(G=G, D=D, opt_G=opt_G, opt_D=opt_D),
+                        generator=g, desc="conditional GAN")
+    assert log.steps["step"] == [1] and all(math.isfinite(log.steps[k][0]) for k in ("loss_D", "loss_G"))
+    assert changed(before, G, D)
+    asked = torch.arange(n_classes)
+    images = gan.generate(G, gan.generator_input(torch.randn(n_classes, z_dim), asked, n_classes))
+    assert images.shape == (n_classes, 1, 28, 28)
+    assert D(x_gan[:4], y[:4]).shape == (4,)
+
+
 def test_full_06_gan_infogan_and_cyclegan_step(tmp_path):
     s = full_settings("06_gan")
     B, codes_n, noise_dim = s["batch_size"], s["info_codes"], s["info_noise_dim"]
@@ -175,7 +199,7 @@ def test_full_06_gan_infogan_and_cyclegan_step(tmp_path):
 
     log = gan.run_steps(info_step, 1, checkpoint=tmp_path / "infogan.pt",
                         state=dict(G=G_info, D=D_info, opt_G=opt_G, opt_D=opt_D), generator=g, desc="InfoGAN")
-    assert log["step"] == [1] and all(math.isfinite(log[k][0]) for k in ("loss_D", "loss_G", "info"))
+    assert log.steps["step"] == [1] and all(math.isfinite(log.steps[k][0]) for k in ("loss_D", "loss_G", "info"))
     assert changed(before, G_info, D_info)
     assert D_info.q_logits(D_info.features(x_gan[:4])).shape == (4, codes_n)
 
@@ -193,7 +217,7 @@ def test_full_06_gan_infogan_and_cyclegan_step(tmp_path):
                                                        s["lambda_cyc"]),
                         1, checkpoint=tmp_path / "cyclegan.pt",
                         state=dict(G_ab=G_ab, G_ba=G_ba, D_a=D_a, D_b=D_b, opt_G=opt_G, opt_D=opt_D), desc="CycleGAN")
-    assert all(math.isfinite(log[k][0]) for k in ("loss_D", "loss_G", "cycle"))
+    assert all(math.isfinite(log.steps[k][0]) for k in ("loss_D", "loss_G", "cycle"))
     assert changed(before, G_ab, G_ba, D_a, D_b)
     assert G_ab(domain_a[:4]).shape == (4, 1, 28, 28) and D_b(domain_b[:4]).shape == (4, 1, 7, 7)
 

@@ -1,6 +1,7 @@
-"""GAN losses, the alternating step, the toy, DCGAN/InfoGAN/CycleGAN parts, the feature net and the
-Fréchet distance: exact answers on tiny cases, and clear errors on bad input."""
+"""GAN losses, the alternating step, the toy, DCGAN/conditional GAN/InfoGAN/CycleGAN parts, the feature net
+and the Fréchet distance: exact answers on tiny cases, and clear errors on bad input."""
 
+import copy
 import math
 
 import numpy as np
@@ -198,6 +199,91 @@ def test_generate_is_in_unit_range_and_keeps_the_mode():
     assert torch.allclose(gan.to_unit(gan.to_signed(images)), images)
 
 
+def conditional_players(seed=0, width=4, n_classes=5, z_dim=3):
+    torch.manual_seed(seed)
+    return gan.DCGANGenerator(z_dim + n_classes, width), gan.ProjectionDiscriminator(width, n_classes)
+
+
+def test_conditional_gan_shapes_and_the_label_changes_both_players():
+    G, D = conditional_players()
+    noise, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 3, 4, 0])
+    z = gan.generator_input(noise, y, 5)
+    assert z.shape == (6, 3 + 5) and torch.equal(z[:, :3], noise) and torch.equal(z[:, 3:], F.one_hot(y, 5).float())
+    x = G(z)
+    assert x.shape == (6, 1, 28, 28) and D(x, y).shape == (6,)
+    # the label changes G's image for the same noise, and D's verdict on the same image
+    same_noise = noise[:1].repeat(5, 1)
+    images = gan.generate(G, gan.generator_input(same_noise, torch.arange(5), 5))
+    assert all((images[i] - images[0]).abs().max() > 1e-4 for i in range(1, 5))
+    with torch.no_grad():
+        verdicts = torch.stack([D(x, torch.full((6,), c)) for c in range(5)])    # (5 labels, 6 images)
+        h = D.features(x)
+        # eq. (6.11) by hand: psi(h) + embed(y)^T h, and a label-free part equal to DCGAN's head
+        assert torch.allclose(D(x, y), D.head(h).squeeze(1) + (D.embed.weight[y] * h).sum(1), atol=1e-6)
+        assert torch.allclose(verdicts - verdicts[0], (D.embed.weight - D.embed.weight[0]) @ h.T, atol=1e-5)
+    assert (verdicts - verdicts[0]).abs()[1:].min() > 0
+    with pytest.raises(ValueError, match="judges pairs"):
+        D(x)
+    with pytest.raises(ValueError, match="one integer label per noise vector"):
+        gan.generator_input(noise, y.float(), 5)
+
+
+def test_conditional_gan_step_is_gan_step_with_the_label_given_to_both_players():
+    G, D = conditional_players(seed=1)
+    G_ref, D_ref = copy.deepcopy(G), copy.deepcopy(D)
+    x, y, noise = torch.rand(6, 1, 28, 28) * 2 - 1, torch.tensor([4, 3, 2, 1, 0, 2]), torch.randn(6, 3)
+    sgd = lambda m: torch.optim.SGD(m.parameters(), lr=0.05)                     # noqa: E731
+    out = gan.conditional_gan_step(G, D, sgd(G), sgd(D), x, y, noise)
+
+    class Given(nn.Module):          # the players of gan_step, each told the batch's labels
+        def __init__(self, net, fn):
+            super().__init__()
+            self.net, self.fn = net, fn
+
+        def forward(self, v):
+            return self.fn(self.net, v)
+
+    G_y = Given(G_ref, lambda net, z: net(gan.generator_input(z, y, 5)))
+    D_y = Given(D_ref, lambda net, images: net(images, y))
+    expected = gan.gan_step(G_y, D_y, sgd(G_ref), sgd(D_ref), x, noise)
+    assert set(out) == {"loss_D", "loss_G"} and all(torch.isfinite(v) for v in out.values())
+    for key in out:
+        assert out[key].item() == pytest.approx(expected[key].item(), abs=1e-6)
+    for mine, ref in ((G, G_ref), (D, D_ref)):
+        assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(mine.parameters(), ref.parameters()))
+
+
+def test_conditional_gan_step_lowers_the_discriminator_loss_it_steps_on():
+    G, D = conditional_players(seed=2)
+    G_before = copy.deepcopy(G)
+    x, y, noise = torch.rand(8, 1, 28, 28) * 2 - 1, torch.arange(8) % 5, torch.randn(8, 3)
+    y_fake = torch.tensor([1, 1, 2, 2, 3, 3, 4, 4])
+    opt_D = torch.optim.SGD(D.parameters(), lr=1e-2)
+    out = gan.conditional_gan_step(G, D, torch.optim.SGD(G.parameters(), lr=1e-2), opt_D, x, y, noise, y_fake)
+    with torch.no_grad():
+        fake = G_before(gan.generator_input(noise, y_fake, 5))          # the fakes D's step was taken on
+        after = gan.discriminator_loss(D(x, y), D(fake, y_fake))
+    assert torch.isfinite(out["loss_D"]) and after < out["loss_D"]
+    assert any(not torch.equal(p, q) for p, q in zip(G.parameters(), G_before.parameters()))
+
+
+def test_check_projection_logit_accepts_the_reference_and_names_mistakes(capsys):
+    def mine(D, x, y):
+        h = D.features(x)
+        return D.head(h).squeeze(1) + (D.embed(y) * h).sum(1)
+
+    gan.check_projection_logit(mine)
+    assert "✓ projection_logit matches the reference" in capsys.readouterr().out
+    with pytest.raises(CheckFailed, match=r"embed\(y\)\^T h"):
+        gan.check_projection_logit(lambda D, x, y: D.head(D.features(x)).squeeze(1))
+    with pytest.raises(CheckFailed, match=r"shape \(B,\)"):
+        gan.check_projection_logit(lambda D, x, y: D.head(D.features(x)) + (D.embed(y) * D.features(x)).sum(1, True))
+    with pytest.raises(CheckFailed, match="own class vector"):
+        gan.check_projection_logit(lambda D, x, y: D.head(D.features(x)).squeeze(1) + D.embed(y) @ D.features(x).T)
+    with pytest.raises(CheckFailed, match="carries gradients"):
+        gan.check_projection_logit(lambda D, x, y: mine(D, x, y).detach())
+
+
 def test_infogan_step_trains_q_to_recover_the_code():
     torch.manual_seed(0)
     G, D = gan.DCGANGenerator(z_dim=4 + 3, width=4), gan.DCGANDiscriminator(width=4, n_codes=3)
@@ -262,7 +348,7 @@ def test_run_steps_resumes_to_the_same_weights_and_stops_on_nan(tmp_path):
     G1, D1, oG, oD = make()
     g = torch.Generator().manual_seed(1)
     log = gan.run_steps(stepper(G1, D1, oG, oD, g), 6, generator=g)
-    assert log["step"] == [1, 2, 3, 4, 5, 6] and len(log["loss_D"]) == 6
+    assert log.steps["step"] == [1, 2, 3, 4, 5, 6] and len(log.steps["loss_D"]) == 6
 
     G2, D2, oG, oD = make()
     g = torch.Generator().manual_seed(1)
@@ -273,12 +359,14 @@ def test_run_steps_resumes_to_the_same_weights_and_stops_on_nan(tmp_path):
     g = torch.Generator().manual_seed(123)                # the saved random stream replaces this one
     state = {"G": G3, "D": D3, "opt_G": oG, "opt_D": oD}
     log = gan.run_steps(stepper(G3, D3, oG, oD, g), 6, checkpoint=ckpt, state=state, generator=g)
-    assert log["step"] == [1, 2, 3, 4, 5, 6]
+    assert log.steps["step"] == [1, 2, 3, 4, 5, 6] and log.seconds > 0     # the history came back with the state
     for p, q in zip(list(G1.parameters()) + list(D1.parameters()), list(G3.parameters()) + list(D3.parameters())):
         assert torch.allclose(p, q, atol=1e-6)
 
     with pytest.raises(TrainingDiverged, match="loss_D is nan at step 1"):
         gan.run_steps(lambda step: {"loss_D": torch.tensor(float("nan"))}, 3, desc="toy")
+    stopped = gan.run_steps(lambda step: {"loss": step}, 10, until=lambda: True)    # an early stop
+    assert stopped.steps == {"step": [1], "loss": [1.0]}
 
 
 # ------------------------------------------------------------------ the feature net and Fréchet

@@ -64,9 +64,14 @@ SMOKE_EXPECTATIONS = {
                                     "muse_wbw_bleu_en_fr": 1.5, "muse_wbw_bleu_fr_en": 1.5},
     # ten updates of a tiny CNN do not make digits: the bars check the pipeline (a broken grid log Z or
     # Fréchet distance gives NaN or nonsense). Held-out log-likelihoods in a smoke run: the true density
-    # -2.13 nats per point, a single Gaussian -4.00, the EBM after 100 updates -3.95.
+    # -2.13 nats per point, a single Gaussian -4.00, the EBM after 100 updates -3.95. Section 6 in smoke: the
+    # flow after 50 steps -3.99, its density sums to 0.95 over the grid (a wrong log-determinant does not sum
+    # to 1); on binary digits independent pixels -202 nats, MADE and the VAE after 16 steps about -290 and -280
+    # (an untrained model: -543); bits per dimension are positive (NaN fails), 1.7 to 3.1.
     "10_energy_based_models": {"toy_ll_true": -2.3, "toy_ll_gaussian": -4.2, "toy_ll_ebm": -6.0, "fd_floor": 0.0,
-                               "fd_noise": 0.0},
+                               "fd_noise": 0.0, "toy_ll_flow": -6.0, "toy_flow_mass_on_grid": 0.9,
+                               "binary_ll_independent": -230.0, "binary_ll_made": -545.0, "binary_ll_vae_iw": -545.0,
+                               "bpd_independent": 0.0, "bpd_gaussian": 0.0, "bpd_flow": 0.0},
     # 2,000 digits and a few dozen steps: a smoke run's pixel probe reaches 66% with 100 labels, label propagation
     # 68% with 10 and 84% with 100, the CNN 37% with 100; on 512 CIFAR-10 images the random trunk's probe
     # reaches 19% with 100 labels (chance is 10%). A broken graph, probe or training loop falls to chance.

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["CheckFailed", "check_function", "check_close", "check_true", "check_unit_interval"]
+__all__ = ["CheckFailed", "check_function", "check_close", "check_true", "check_unit_interval", "finite_floats"]
 
 
 class CheckFailed(AssertionError):
@@ -400,3 +400,16 @@ def check_unit_interval(x: torch.Tensor, what: str = "x", *, why: str = "", tole
     else:
         hint = "were the images standardised with a mean and std (transforms.Normalize)? Pass the raw [0, 1] images."
     raise ValueError(f"expected {what} in [0, 1]{because}, got values in [{low:.3g}, {high:.3g}]: {hint}")
+
+
+def finite_floats(t: torch.Tensor, name: str = "x", *, device=None, advice: str = "clean the data before fitting"
+                  ) -> torch.Tensor:
+    """``t`` as floating point on ``device`` (if given); a ValueError naming ``name`` and giving ``advice``
+    if it holds NaN or infinite values. The last step of every estimator's input check."""
+    if not t.is_floating_point():
+        t = t.float()
+    if device is not None:
+        t = t.to(device)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf values: {advice}.")
+    return t

@@ -267,6 +267,19 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "cycle_mse_ab < cycle_mse_identity"),
         Claim("cycle_keeps_digit", "CycleGAN translation keeps the digit at least 90% of the time.",
               "cycle_digit_kept_acc >= 0.9", unit="%"),
+        Claim("cgan_obeys_label", "A conditional GAN draws the digit it is asked for: the course's MNIST "
+              "classifier reads the asked digit in at least 90% of its samples (its own accuracy on real test "
+              "digits is the ceiling).", "cgan_label_accuracy >= 0.9", unit="%"),
+        Claim("cgan_obeys_every_digit", "The conditional GAN obeys every one of the 10 labels: for each digit, "
+              "the classifier reads it in at least 75% of the samples that asked for it.",
+              "min(cgan_per_class_acc) >= 0.75", unit="%"),
+        Claim("cgan_label_beats_infogan_code", "Given the labels, the conditional GAN controls the digit better "
+              "than InfoGAN's code learned without them: its label accuracy is above InfoGAN's code-digit "
+              "accuracy, even though the code is first matched to the digits.",
+              "cgan_label_accuracy > infogan_code_digit_acc", unit="%"),
+        Claim("cgan_fd_near_floor", "The conditional GAN's samples are also varied and realistic: their Fréchet "
+              "distance is within 3 times the real-data floor.", "fd_cgan_ratio_to_floor <= 3", unit="×",
+              profiles=("cpu",)),
         Claim("infogan_code_finds_digits", "InfoGAN's categorical code, learned without labels, predicts "
               "the digit for at least half of the samples (chance: 10%).", "infogan_code_digit_acc >= 0.5", unit="%"),
         Claim("fd_near_floor", "The DCGAN's Fréchet distance is within 3 times the real-data floor.",
@@ -412,6 +425,24 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "started from.", "fd_short_run_ratio_to_noise <= 0.5", unit="×"),
         Claim("buffer_covers_digits", "The persistent chains of the replay buffer hold at least 9 of the 10 digits "
               "(each at least 2% of the samples, as the classifier reads them).", "buffer_digits_covered >= 9"),
+        Claim("toy_flow_beats_gaussian", "On the same ring, a RealNVP flow's exact held-out log-likelihood, which "
+              "needs no grid, beats the best single Gaussian by at least 1 nat per point.",
+              "toy_ll_flow - toy_ll_gaussian >= 1", unit="nats"),
+        Claim("toy_flow_closes_gap", "The flow closes at least four fifths of the gap between the single Gaussian "
+              "and the true density.", "toy_flow_gap_closed >= 0.8", unit="%"),
+        Claim("digit_flow_beats_gaussian", "On dequantized MNIST, the flow's bits per dimension (with the "
+              "dequantization correction) are at least 0.02 below those of one full-covariance Gaussian on the "
+              "same logits.", "bpd_gaussian - bpd_flow >= 0.02", unit="bits"),
+        Claim("digit_flow_short_of_independent_pixels", "At the cpu profile's budget, the same flow stays at least "
+              "0.1 bits per dimension above (worse than) independent pixels, each a 256-sided die.",
+              "bpd_flow - bpd_independent >= 0.1", profiles=("cpu",), unit="bits"),
+        Claim("made_beats_independent_pixels", "On lab 5's binary test digits, MADE's exact log-likelihood beats "
+              "independent pixels by at least 50 nats per digit.", "binary_ll_made - binary_ll_independent >= 50",
+              unit="nats"),
+        Claim("made_beats_vae_bound", "Trained by the same loop for the cpu profile's few epochs, MADE's exact "
+              "log-likelihood of those digits is at least 5 nats per digit above the VAE's importance-weighted "
+              "bound (not claimed for the full profile's longer training, which has not been measured).",
+              "binary_made_minus_vae >= 5", profiles=("cpu",), unit="nats"),
     ),
     "10_few_labels": _claims(
         Claim("propagation_beats_scratch_at_10", "With 10 labelled digits, label propagation over the PCA graph "

@@ -376,24 +376,27 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu", **objects: Any)
 
 def run_steps(step_fn: Callable[[int], dict], n_steps: int, *, checkpoint: str | Path | None = None,
               state: dict | None = None, generator: torch.Generator | None = None, resume: bool = True,
-              checkpoint_every: int = 200, desc: str = "training", progress_bar: bool = True) -> dict:
+              checkpoint_every: int = 200, desc: str = "training", progress_bar: bool = True,
+              until: Callable[[], bool] | None = None) -> History:
     """A loop of ``n_steps`` updates, each one call ``step_fn(step)`` for step = 1 .. ``n_steps`` that
-    does the update and returns its losses (a dict of 0-d tensors or numbers). Every loss is checked with
-    :func:`check_finite` (a clear error, not a silent NaN) and logged; every ``checkpoint_every`` steps and
-    at the end, ``state`` (nets, optimizers, anything with ``state_dict``, by name), the log, the step and
-    the state of ``generator`` (the random stream of the batches) are saved to ``checkpoint``. With
-    ``resume`` a checkpoint that exists is loaded first, so an interrupted run continues where it stopped
-    and a finished run is not repeated.
+    does the update and returns its losses (a dict of 0-d tensors or numbers; a key may appear at some
+    steps only, e.g. an evaluation). Every loss is checked with :func:`check_finite` (a clear error, not a
+    silent NaN) and logged; every ``checkpoint_every`` steps and at the end, ``state`` (nets, optimizers,
+    anything with ``state_dict``, by name), the history, the step and the state of ``generator`` (the
+    random stream of the batches) are saved to ``checkpoint``. With ``resume`` a checkpoint that exists is
+    loaded first, so an interrupted run continues where it stopped and a finished run is not repeated.
+    ``until()``, if given, is asked after every step: True stops the run there (an early stop).
 
-    Returns the log: ``{"step": [...], "<loss>": [...], "seconds": training time}``.
+    Returns the :class:`History`: ``history.steps`` holds ``"step"`` and each loss, ``history.seconds``
+    the training time.
     """
     state = dict(state or {})
-    log: dict = {"step": [], "seconds": 0.0}
+    history = History()
     start = 0
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and resume and checkpoint.exists():
-        saved = load_checkpoint(checkpoint, **state)
-        start, log = saved["step"], saved["log"]
+        saved = load_checkpoint(checkpoint, **state, history=history)
+        start = saved["step"]
         if generator is not None and saved.get("rng") is not None:
             generator.set_state(saved["rng"])
         if saved.get("global_rng") is not None:
@@ -403,7 +406,7 @@ def run_steps(step_fn: Callable[[int], dict], n_steps: int, *, checkpoint: str |
 
     def save(step: int) -> None:
         if checkpoint is not None:
-            save_checkpoint(checkpoint, **state, step=step, log=log, global_rng=_rng_state(),
+            save_checkpoint(checkpoint, **state, step=step, history=history, global_rng=_rng_state(),
                             rng=generator.get_state() if generator is not None else None)
 
     started = time.perf_counter()
@@ -412,14 +415,16 @@ def run_steps(step_fn: Callable[[int], dict], n_steps: int, *, checkpoint: str |
         losses = step_fn(step)
         for name, value in losses.items():
             check_finite(value, step=step, what=f"{desc} {name}", checkpoint=checkpoint)
-        log["step"].append(step)
-        for name, value in losses.items():
-            log.setdefault(name, []).append(float(value.detach() if isinstance(value, torch.Tensor) else value))
-        if step % checkpoint_every == 0 or step == n_steps:
-            log["seconds"] += time.perf_counter() - started
+        history.log_step({"step": step, **{name: value.detach() if isinstance(value, torch.Tensor) else value
+                                           for name, value in losses.items()}})
+        stop = until is not None and until()
+        if step % checkpoint_every == 0 or step == n_steps or stop:
+            history.seconds += time.perf_counter() - started
             started = time.perf_counter()
             save(step)
-    return log
+        if stop:
+            break
+    return history
 
 
 # ----------------------------------------------------------------------------------------------

@@ -229,9 +229,17 @@ def plot_history(history: Any, keys: Sequence[str] | str | None = None, *, title
             y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")      # the mean of each window
             x = x[smooth - 1:]
         ax.plot(x, y, label=str(key), marker="o" if len(y) <= 30 else None, markersize=3)
-    ax.set_xlabel(xlabel)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are whole numbers
-    ax.set_ylabel(str(keys[0]) if len(keys) == 1 else "value")
+    return _label_axes(fig, ax, xlabel, str(keys[0]) if len(keys) == 1 else "value", title, logy=logy)
+
+
+def _label_axes(fig: Figure, ax, xlabel: str, ylabel: str, title: str | None, *, logx: bool = False,
+                logy: bool = False) -> Figure:
+    """The finish of every curve plot: axis labels and scales, a light grid, the legend, the title."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logx:
+        ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
@@ -257,17 +265,7 @@ def plot_curves(x: Any, ys: Mapping[str, Any], *, xlabel: str, ylabel: str, titl
             raise ValueError(f"curve {name!r} has {len(y)} values but x has {len(x)}: give one "
                              "value per x.")
         ax.plot(x, y, label=str(name), marker=marker, markersize=4)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if logx:
-        ax.set_xscale("log")
-    if logy:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    return fig
+    return _label_axes(fig, ax, xlabel, ylabel, title, logx=logx, logy=logy)
 
 
 # ---------------------------------------------------------------------------------------------

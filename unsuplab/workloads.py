@@ -451,8 +451,8 @@ def vae(s: dict) -> list[Phase]:
 def gan(s: dict) -> list[Phase]:
     """Lab 6, as a fresh run (the lab resumes its GANs, the feature net and the VAE from checkpoints
     when they exist). No GAN loop autocasts; the feature net (unsuplab.train.fit) does. Left out: D's
-    verdicts on the toy's grid (8 snapshots), InfoGAN's and CycleGAN's test-set samples, the Fréchet
-    distances themselves (64 features), plotting."""
+    verdicts on the toy's grid (8 snapshots), the conditional GAN's 10 x 10 grid, InfoGAN's and CycleGAN's
+    test-set samples, the Fréchet distances themselves (64 features), plotting."""
     from .models import gan as g
     from .models.mnist_classifier import MNISTClassifier, classify
     from .models.vae import VAE
@@ -507,6 +507,17 @@ def gan(s: dict) -> list[Phase]:
         model, x = VAE(hidden=tuple(s["vae_hidden"]), z_dim=s["vae_z_dim"]), torch.rand(b, 1, 28, 28)
         return optimiser_step(model, lambda: model.loss(torch.bernoulli(x))[0])
 
+    def cgan_step(b):                       # the conditional GAN: G reads [z, onehot(y)], D projects y
+        G, D = g.DCGANGenerator(z_dim + 10, s["cgan_width"]), g.ProjectionDiscriminator(s["cgan_width"], 10)
+        x, y, noise, opt_G, opt_D = (torch.rand(b, 1, 28, 28) * 2 - 1, torch.arange(b) % 10, torch.randn(b, z_dim),
+                                     adam(G), adam(D))
+        return lambda: g.conditional_gan_step(G, D, opt_G, opt_D, x, y, noise)
+
+    def cgan_samples(b):                    # its samples of asked digits through the feature net
+        G, net = g.DCGANGenerator(z_dim + 10, s["cgan_width"]), MNISTClassifier(s["classifier_width"]).eval()
+        z = g.generator_input(torch.randn(b, z_dim), torch.arange(b) % 10, 10)
+        return lambda: classify(net, g.generate(G, z))
+
     def info_step(b):
         G = g.DCGANGenerator(s["info_noise_dim"] + s["info_codes"], s["info_width"], hidden=s["info_hidden"])
         D = g.DCGANDiscriminator(s["info_width"], n_codes=s["info_codes"], hidden=s["info_hidden"])
@@ -539,6 +550,8 @@ def gan(s: dict) -> list[Phase]:
               math.ceil(((looks + 3) * s["n_look"] + s["n_eval"]) / ((looks + 3) * look_chunks + eval_chunks)),
               samples, small=(50, 100)),
         Phase("chapter 5's VAE", s["vae_epochs"] * math.ceil(s["n_train"] / 128), 128, vae_step),
+        Phase("conditional GAN", s["cgan_steps"], B, cgan_step),
+        Phase("conditional GAN samples of asked digits", eval_chunks, eval_chunk, cgan_samples, small=(50, 100)),
         Phase("InfoGAN", s["info_steps"], B, info_step),
         Phase("CycleGAN", s["cycle_steps"], s["cycle_batch"], cycle_step),
     ]
@@ -947,10 +960,15 @@ def energy_based_models(s: dict) -> list[Phase]:
     contrastive loss of the data and the samples; the short-run sampler of section 5 is ``2 * chain``
     Langevin steps on the evaluation images. A Langevin step is counted as a backward pass into the
     input (``torch.autograd.grad``, which the library calls, is not supported under PyTorch's FLOP
-    counter; the arithmetic is the same). Left out: the step-size demonstration of section 1 (tiny),
-    the grid's log Z, the Fréchet distances, plotting."""
-    from .models import ebm
+    counter; the arithmetic is the same). Section 6: the ring's flow and the digits' flow (Adam steps of
+    ``flows.train_flow``), MADE and the VAE (``vae.train``, the same epochs), MADE's exact test
+    log-likelihood, the VAE's importance-weighted bound (chunks of at most 250 samples for 100 digits, as
+    in lab 5), MADE's 36 samples (784 passes), the Gaussian's covariance and the flow's test pass. Left
+    out: the step-size demonstration of section 1 (tiny), the grid's log Z and the flow's density on it,
+    the Fréchet distances, MADE's Jacobian of one digit, the independent pixels, plotting."""
+    from .models import ebm, flows
     from .models.mnist_classifier import MNISTClassifier
+    from .models.vae import VAE, log_importance_weights
 
     def langevin_step(make_energy, shape):
         def make(b):
@@ -974,8 +992,44 @@ def energy_based_models(s: dict) -> list[Phase]:
         net, x, y = MNISTClassifier(s["classifier_width"]), torch.rand(b, 1, 28, 28), torch.arange(b) % 10
         return optimiser_step(net, lambda: F.cross_entropy(net(x), y))
 
+    def flow_step(build, shape, dequantize=False):     # one Adam step of flows.train_flow
+        def make(b):
+            flow, x = build(), torch.rand(b, *shape)
+            return optimiser_step(flow, lambda: -flow.log_prob(flows.dequantize(x) if dequantize else x).mean())
+        return make
+
+    def binary_step(build):                            # one Adam step of vae.train (binarised afresh)
+        def make(b):
+            model, x = build(), torch.rand(b, 1, 28, 28)
+            return optimiser_step(model, lambda: model.loss(torch.bernoulli(x))[0])
+        return make
+
+    def no_grad(build, run):                           # a pass without gradients over b examples
+        def make(b):
+            model = build().eval()
+            x = torch.bernoulli(torch.rand(b, 1, 28, 28))
+            return lambda: torch.no_grad()(run)(model, x)
+        return make
+
+    def importance(k):                                 # log_importance_weights of 100 digits, one chunk of k samples
+        model, x = binary_vae().eval(), torch.bernoulli(torch.rand(min(100, s["n_iw_test"]), 1, 28, 28))
+        return lambda: log_importance_weights(model, x, k)
+
+    def covariance(n):                                 # the Gaussian on the logits: torch.cov of n digits
+        z = torch.randn(784, n)
+        return lambda: torch.cov(z)
+
     toy = lambda: ebm.EnergyMLP(2, hidden=s["toy_hidden"])                      # noqa: E731
     digits = lambda: ebm.EnergyCNN(s["image_width"])                            # noqa: E731
+    ring_flow = lambda: flows.RealNVP(2, n_layers=s["flow_layers"], hidden=s["flow_hidden"])   # noqa: E731
+    digit_flow = lambda: flows.RealNVP(784, n_layers=s["digit_flow_layers"], hidden=s["digit_flow_hidden"],  # noqa: E731
+                                       image_shape=(28, 28), logit_alpha=s["logit_alpha"], actnorm=True)
+    made = lambda: flows.MADE(784, tuple(s["made_hidden"]), direct=True)       # noqa: E731
+    binary_vae = lambda: VAE(hidden=tuple(s["vae_hidden"]), z_dim=32)          # noqa: E731
+    epoch_steps = s["likelihood_epochs"] * math.ceil(s["n_train"] / 128)
+    test_chunks, chunk = _chunks(s["n_test_binary"], 1_000)
+    flow_test_chunks, flow_chunk = _chunks(s["n_eval"], 500)
+    iw_batches = math.ceil(s["n_iw_test"] / 100)
     return [
         Phase("toy EBM: Langevin steps", s["toy_steps"] * s["toy_chain"], 256, langevin_step(toy, (2,)),
               small=(8, 16)),
@@ -986,6 +1040,19 @@ def energy_based_models(s: dict) -> list[Phase]:
         _batched("feature net", s["classifier_epochs"], s["n_classifier"], classifier_step, 128, small=(8, 16)),
         Phase("short-run samples from noise", 2 * s["image_chain"], s["n_eval"], langevin_step(digits, (1, 28, 28)),
               small=(2, 4)),
+        Phase("ring flow", s["flow_steps"], 256, flow_step(ring_flow, (2,)), small=(8, 16)),
+        Phase("MADE on binary digits", epoch_steps, 128, binary_step(made), small=(2, 4)),
+        Phase("VAE on binary digits", epoch_steps, 128, binary_step(binary_vae), small=(2, 4)),
+        Phase("MADE: exact test log-likelihood", test_chunks, chunk,
+              no_grad(made, lambda m, x: m.log_prob(x)), small=(50, 100)),
+        Phase("VAE: importance-weighted bound", iw_batches * math.ceil(s["iw_samples"] / 250),
+              min(250, s["iw_samples"]), importance),
+        Phase("MADE: 36 samples, pixel by pixel", 784, 36, no_grad(made, lambda m, x: m(x)), small=(2, 4)),
+        Phase("Gaussian on the logits: covariance", 1, s["n_train"], covariance, small=(100, 200)),
+        Phase("digit flow", s["digit_flow_steps"], s["digit_flow_batch"], flow_step(digit_flow, (1, 28, 28), True),
+              small=(2, 4)),
+        Phase("digit flow: test log-likelihood", flow_test_chunks, flow_chunk,
+              no_grad(digit_flow, lambda f, x: f.log_prob(x.flatten(1) * 0.99)), small=(2, 4)),
     ]
 
 def few_labels(s: dict) -> list[Phase]:

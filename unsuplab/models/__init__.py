@@ -14,8 +14,9 @@
 ``word_translation``  Procrustes, CSLS and the adversarial map: word translation without parallel data (chapter 9)
 ``unmt``              denoising and back-translation: sentence translation without parallel data (chapter 9)
 ``ebm``               energy-based models and Langevin sampling (chapter 10)
-``semi_supervised``  learning with few labels: label propagation, pseudo-labels, the from-scratch baseline (chapter 10)
+``flows``             exact likelihoods: RealNVP flows and MADE, with independent-pixel baselines (chapter 10)
+``semi_supervised``   learning with few labels: label propagation, pseudo-labels, the from-scratch baseline (chapter 10)
 """
 
 __all__ = ["baselines", "sparse_coding", "rbm", "autoencoder", "dec", "vae", "gan", "mnist_classifier", "ssl",
-           "word2vec", "bert", "word_translation", "unmt", "ebm", "semi_supervised"]
+           "word2vec", "bert", "word_translation", "unmt", "ebm", "flows", "semi_supervised"]

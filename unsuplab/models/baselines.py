@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..checks import finite_floats
+
 __all__ = ["PCA", "pairwise_sq_dists", "KMeans"]
 
 
@@ -33,14 +35,7 @@ def _as_matrix(x, name: str = "x", device=None) -> torch.Tensor:
     if t.ndim < 2:
         raise ValueError(f"expected {name} of shape (N, D) or (N, C, H, W), got shape {tuple(t.shape)}: "
                          "put one example per row (use x[None] for a single example).")
-    t = t.reshape(len(t), -1)
-    if not t.is_floating_point():
-        t = t.float()
-    if device is not None:
-        t = t.to(device)
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or inf values: clean the data before fitting.")
-    return t
+    return finite_floats(t.reshape(len(t), -1), name, device=device)
 
 
 class PCA:

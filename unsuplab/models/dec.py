@@ -26,16 +26,13 @@ model never imports K-means: the lab passes in the centroids (chapter 1's K-mean
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train import check_finite, eval_mode, progress
+from ..train import History, eval_mode, run_steps
 
-__all__ = ["soft_assignment", "target_distribution", "DEC", "DECHistory", "train_dec"]
+__all__ = ["soft_assignment", "target_distribution", "DEC", "train_dec"]
 
 
 def soft_assignment(z: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -75,48 +72,55 @@ class DEC(nn.Module):
             return torch.cat([self(chunk.to(device)) for chunk in x.split(batch_size)])
 
 
-@dataclass
-class DECHistory:
-    """What :func:`train_dec` did: the loss of every step, the share of examples that changed cluster at
-    every target update, ``eval_fn``'s numbers at those updates, and the training time."""
-    loss: list[float] = field(default_factory=list)      # KL(P || Q) per step
-    changed: list[float] = field(default_factory=list)   # share of examples whose cluster changed, per target update
-    evals: list[dict] = field(default_factory=list)      # eval_fn's numbers at each target update
-    seconds: float = 0.0
-
-
 def train_dec(model: DEC, x: torch.Tensor, *, steps: int = 2_000, batch_size: int = 256, lr: float = 0.01,
               update_interval: int = 140, tol: float = 0.001, seed: int = 0, eval_fn=None,
-              desc: str = "DEC") -> DECHistory:
+              desc: str = "DEC", progress_bar: bool = True) -> History:
     """Refine ``model`` (encoder and centroids) on the examples ``x`` by eq. (4.12), with SGD (momentum 0.9)
-    as in Xie et al. Every ``update_interval`` steps the target P is recomputed on all of ``x`` (eq. 4.11);
-    training stops early when fewer than ``tol`` of the examples changed cluster since the last update.
-    ``eval_fn(model)``, if given, is called at every target update and its dict stored in the history's
-    ``evals``. Returns the :class:`DECHistory`."""
+    as in Xie et al., in the course's step loop (:func:`unsuplab.train.run_steps`). Every ``update_interval``
+    steps the target P is recomputed on all of ``x`` (eq. 4.11); training stops early when fewer than
+    ``tol`` of the examples changed cluster since the last update. ``eval_fn(model)``, if given, is called
+    before training and at every target update that does not stop it.
+
+    Returns the :class:`unsuplab.train.History`; its ``steps`` hold ``loss`` (KL(P || Q)) at every step,
+    ``changed`` (the share of examples whose cluster changed) at every target update after the first, and
+    ``eval_step`` with ``eval_fn``'s numbers at each evaluation."""
     if steps < 1 or update_interval < 1:
         raise ValueError(f"expected steps >= 1 and update_interval >= 1, got {steps} and {update_interval}.")
     device = model.centroids.device
     x = x.to(device)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9)
-    history, previous, started = DECHistory(), None, time.perf_counter()
-    for step in progress(range(steps), desc=desc):
-        if step % update_interval == 0:
-            q_all = model.assign(x)
-            target, labels = target_distribution(q_all), q_all.argmax(1)
-            if previous is not None:
-                history.changed.append((labels != previous).float().mean().item())
-                if history.changed[-1] < tol:
-                    break
-            previous = labels
-            if eval_fn is not None:
-                history.evals.append({"step": step, **eval_fn(model)})
+    target = labels = None
+    stopped = False
+
+    def evaluate(step: int) -> dict:
+        return {} if eval_fn is None else {"eval_step": step, **eval_fn(model)}
+
+    def update_target() -> dict:
+        """P from Q on all of x, eq. (4.11), and the share of examples that changed cluster."""
+        nonlocal target, labels, stopped
+        q_all = model.assign(x)
+        new_labels = q_all.argmax(1)
+        logged = {} if labels is None else {"changed": (new_labels != labels).float().mean().item()}
+        stopped = bool(logged) and logged["changed"] < tol
+        target, labels = target_distribution(q_all), new_labels
+        return logged
+
+    update_target()
+    first = evaluate(0)
+
+    def step(s: int) -> dict:
         index = torch.randint(len(x), (batch_size,), generator=generator).to(device)
         q = model(x[index])
         loss = F.kl_div(q.log(), target[index], reduction="batchmean")     # KL(P || Q), eq. (4.12)
-        history.loss.append(check_finite(loss, step=step + 1, what="DEC loss"))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    history.seconds = time.perf_counter() - started
-    return history
+        logged = {"loss": loss.detach(), **(first if s == 1 else {})}
+        if s % update_interval == 0 and s < steps:
+            logged.update(update_target())
+            if not stopped:
+                logged.update(evaluate(s))
+        return logged
+
+    return run_steps(step, steps, desc=desc, progress_bar=progress_bar, until=lambda: stopped)

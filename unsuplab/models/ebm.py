@@ -32,16 +32,15 @@ the contrastive loss, the replay buffer and the training loop, then what a train
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..train import run_steps
+from ..train import History, run_steps
 
 __all__ = ["EnergyMLP", "EnergyCNN", "langevin_step", "langevin", "contrastive_loss", "ReplayBuffer", "ebm_step",
-           "train_ebm", "EBMHistory", "log_partition_grid", "energy_grid", "log_likelihood_2d"]
+           "train_ebm", "log_partition_grid", "energy_grid", "log_likelihood_2d"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,20 +202,12 @@ def ebm_step(energy: nn.Module, optimizer: torch.optim.Optimizer, buffer: Replay
     return {"loss": loss.detach(), **parts}
 
 
-@dataclass
-class EBMHistory:
-    loss: list[float]
-    energy_data: list[float]
-    energy_model: list[float]
-    seconds: float = 0.0
-
-
 def train_ebm(energy: nn.Module, data: torch.Tensor, *, steps: int = 2_000, batch_size: int = 256,
               lr: float = 1e-3, langevin_steps: int = 20, step_size: float = 0.01, noise_std: float | None = None,
               grad_clip: float | None = None, alpha: float = 0.1, box: tuple[float, float] = (-4.0, 4.0),
               reinit: float = 0.05, buffer_size: int = 10_000, data_noise: float = 0.0, seed: int = 0,
               checkpoint: str | Path | None = None, resume: bool = True,
-              desc: str = "EBM") -> tuple[EBMHistory, ReplayBuffer]:
+              desc: str = "EBM") -> tuple[History, ReplayBuffer]:
     """Fit ``energy`` to the examples ``data`` (N, ...) by eq. (10.2) with persistent Langevin samples.
 
     Each step draws a data batch (plus Gaussian noise of standard deviation ``data_noise``, which
@@ -227,7 +218,8 @@ def train_ebm(energy: nn.Module, data: torch.Tensor, *, steps: int = 2_000, batc
     torch's global generator, which draws the buffer's first points and the chains' noise: a run is
     reproducible, and the caller's global stream continues from that seed. With ``checkpoint`` the run
     saves itself every 200 steps and resumes after an interruption (:func:`unsuplab.train.run_steps`).
-    Returns the history and the buffer (its points are the model's samples). Stops with ``unsuplab.train.TrainingDiverged`` if
+    Returns the :class:`unsuplab.train.History` (``steps``: ``loss``, ``energy_data``, ``energy_model`` per
+    update) and the buffer (its points are the model's samples). Stops with ``unsuplab.train.TrainingDiverged`` if
     the loss is not finite.
     """
     if data.ndim < 2:
@@ -246,10 +238,9 @@ def train_ebm(energy: nn.Module, data: torch.Tensor, *, steps: int = 2_000, batc
         return ebm_step(energy, optimizer, buffer, x_data, langevin_steps=langevin_steps, step_size=step_size,
                         noise_std=noise_std, grad_clip=grad_clip, alpha=alpha)
 
-    log = run_steps(step, steps, checkpoint=checkpoint, generator=generator, resume=resume, desc=desc,
-                    state={"energy": energy, "optimizer": optimizer, "buffer": buffer})
-    return EBMHistory(log.get("loss", []), log.get("energy_data", []), log.get("energy_model", []),
-                      log["seconds"]), buffer
+    history = run_steps(step, steps, checkpoint=checkpoint, generator=generator, resume=resume, desc=desc,
+                        state={"energy": energy, "optimizer": optimizer, "buffer": buffer})
+    return history, buffer
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Chapter 6's generative adversarial networks: the minimax game, DCGAN, InfoGAN and CycleGAN.
+"""Chapter 6's generative adversarial networks: the minimax game, DCGAN, a conditional GAN, InfoGAN
+and CycleGAN.
 
 The game (Goodfellow et al. 2014). A generator G maps noise z ~ p(z) to an image G(z); a
 discriminator D maps an image x to D(x) in (0, 1), the probability that x is real. They play::
@@ -24,12 +25,31 @@ DCGAN (Radford, Metz & Chintala 2016): strided (transposed) convolutions instead
 batch norm in both nets (not on D's input nor G's output), ReLU in G with tanh at the output,
 LeakyReLU(0.2) in D, Adam with lr 2e-4 and beta1 = 0.5, weights initialised from N(0, 0.02).
 
+A conditional GAN (Mirza & Osindero 2014) gives both players the label y of each image: G(z, y) draws
+an image of class y, D(x, y) judges the pair (image, label). The game is (6.1) with y added::
+
+    min_G max_D V(D, G) = E_{(x, y) ~ p_data}[log D(x, y)] + E_{z ~ p(z), y ~ p(y)}[log(1 - D(G(z, y), y))]  (6.10)
+
+G reads y as a one-hot vector concatenated with the noise, [z, onehot(y)]: through G's first (linear)
+layer that is W_z z + W_y onehot(y), a learned vector per class added to what the noise makes. D reads it
+by projection (Miyato & Koyama 2018): an embedding of y, dotted with D's features h = phi(x), is added
+to the unconditional logit psi(h)::
+
+    logit D(x, y) = psi(phi(x)) + embed(y)^T phi(x)                                                (6.11)
+
+D must then reject a real image shown with the wrong label as well as a fake one, and G can only fool it
+with an image of the class it was asked for.
+
 InfoGAN (Chen et al. 2016) feeds G a categorical code c next to the noise and asks an auxiliary head
 Q, sharing D's body, to recover c from G(z, c). Maximising the variational lower bound of the mutual
 information, L_I = E[log Q(c | G(z, c))] + H(c) <= I(c; G(z, c)), is a cross-entropy term added to
 both players' losses with weight lambda, eq. (6.7)::
 
     L_D^info = L_D + lambda CE(Q(G(z, c)), c),   L_G^info = L_G + lambda CE(Q(G(z, c)), c).
+
+G's input [z, onehot(c)] is the conditional generator's [z, onehot(y)]; what differs is who gives the
+code its meaning: in a conditional GAN the data's labels, through D(x, y); in InfoGAN nothing but the
+requirement that Q can read c back from the image, so c means whatever is easiest to recover.
 
 CycleGAN (Zhu et al. 2017) learns two maps G_AB: A -> B and G_BA: B -> A from *unpaired* images of
 two domains: each is a GAN generator against its domain's discriminator, and the cycle-consistency
@@ -51,13 +71,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import CheckFailed
+from ..checks import CheckFailed, check_function, check_true
 from ..train import eval_mode, run_steps  # run_steps: the labs call it as gan.run_steps
 
 __all__ = ["value_function", "optimal_discriminator", "discriminator_loss", "generator_loss", "gan_step",
            "ring_modes", "ring_of_gaussians", "mode_coverage", "MLPGenerator", "MLPDiscriminator",
            "dcgan_init_", "DCGANGenerator", "DCGANDiscriminator", "to_unit", "to_signed",
-           "one_hot_codes", "infogan_step", "thicken", "Translator", "PatchDiscriminator",
+           "one_hot_codes", "generator_input", "ProjectionDiscriminator", "conditional_gan_step",
+           "check_projection_logit", "infogan_step", "thicken", "Translator", "PatchDiscriminator",
            "cyclegan_step", "generate", "run_steps", "check_gan_step"]
 
 
@@ -309,12 +330,74 @@ class DCGANDiscriminator(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# 4. InfoGAN: a categorical code that the generator must make recoverable
+# 4. A conditional GAN: the label given to both players
 # ----------------------------------------------------------------------------------------------
 
 def one_hot_codes(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
-    """Integer codes (B,) -> one-hot float vectors (B, n_codes), to concatenate with the noise."""
+    """Integer labels or codes (B,) -> one-hot float vectors (B, n_codes), to concatenate with the noise."""
     return F.one_hot(codes, n_codes).float()
+
+
+def generator_input(noise: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """The input of a conditional generator G(z, y), and of InfoGAN's G(z, c): [z, onehot(y)].
+
+    ``noise`` (B, z_dim), ``labels`` (B,) integers in 0..n_classes-1 -> (B, z_dim + n_classes), for a
+    :class:`DCGANGenerator` built with ``z_dim + n_classes`` inputs."""
+    if labels.ndim != 1 or len(labels) != len(noise) or labels.is_floating_point():
+        raise ValueError(f"expected one integer label per noise vector, shape ({len(noise)},), got "
+                         f"{tuple(labels.shape)} of {labels.dtype}: draw them with torch.randint({n_classes}, (B,)).")
+    return torch.cat([noise, one_hot_codes(labels, n_classes)], dim=1)     # (B, z_dim + n_classes)
+
+
+class ProjectionDiscriminator(DCGANDiscriminator):
+    """D(x, y) of a conditional GAN: DCGAN's discriminator with the label projected onto its features
+    (Miyato & Koyama 2018), eq. (6.11)::
+
+        logit D(x, y) = psi(h) + embed(y)^T h,   h = phi(x) = features(x)
+
+    phi is DCGAN's body, psi its linear head (the unconditional logit, as in :class:`DCGANDiscriminator`),
+    ``embed`` an ``nn.Embedding(n_classes, features)``: one vector per class, dotted with the features.
+    ``D(x, y)``: images (B, C, 28, 28) and labels (B,) -> logits (B,).
+    """
+
+    def __init__(self, width: int = 64, n_classes: int = 10, channels: int = 1, hidden: int = 0):
+        super().__init__(width, channels, hidden=hidden)
+        self.n_classes = n_classes
+        self.embed = nn.Embedding(n_classes, self.head.in_features)
+        nn.init.normal_(self.embed.weight, 0.0, 0.02)             # DCGAN's N(0, 0.02), like every other weight
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if y is None or y.shape != (len(x),) or y.is_floating_point():
+            raise ValueError(f"a conditional discriminator judges pairs: call D(x, y) with one integer label per "
+                             f"image, shape ({len(x)},), got {None if y is None else tuple(y.shape)}.")
+        h = self.features(x)                                      # (B, 1, 28, 28) -> (B, F)
+        return self.head(h).squeeze(1) + (self.embed(y) * h).sum(1)   # psi(h) + embed(y)^T h: (B,)
+
+
+def conditional_gan_step(G: nn.Module, D: ProjectionDiscriminator, opt_G: torch.optim.Optimizer,
+                         opt_D: torch.optim.Optimizer, x_real: torch.Tensor, y_real: torch.Tensor,
+                         noise: torch.Tensor, y_fake: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One alternating update of a conditional GAN, eq. (6.10): :func:`gan_step` with the label given to
+    both players. Real pairs (``x_real``, ``y_real``); fakes G([z, onehot(y_fake)]) judged with their
+    asked label ``y_fake`` (default: ``y_real``, the batch's labels, a draw from the data's p(y)).
+    ``noise`` (B, z_dim); G has z_dim + D.n_classes inputs. Returns ``{"loss_D": ..., "loss_G": ...}``."""
+    y_fake = y_real if y_fake is None else y_fake
+    fake = G(generator_input(noise, y_fake, D.n_classes))             # G(z, y): (B, 1, 28, 28)
+    loss_D = discriminator_loss(D(x_real, y_real), D(fake.detach(), y_fake))   # eq. (6.4) on pairs
+    opt_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    opt_D.step()
+
+    loss_G = generator_loss(D(fake, y_fake))                          # eq. (6.6): the updated D, same labels
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    opt_G.step()
+    return {"loss_D": loss_D.detach(), "loss_G": loss_G.detach()}
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. InfoGAN: a categorical code that the generator must make recoverable
+# ----------------------------------------------------------------------------------------------
 
 
 def infogan_step(G: nn.Module, D: DCGANDiscriminator, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
@@ -323,7 +406,7 @@ def infogan_step(G: nn.Module, D: DCGANDiscriminator, opt_G: torch.optim.Optimiz
     """One alternating InfoGAN update, eq. (6.7): :func:`gan_step` with the information term
     lambda CE(Q(G(z, c)), c) added to both losses. ``noise`` (B, z_dim), ``codes`` (B,) integers;
     G gets their concatenation. ``opt_D`` must hold D's Q head too (it is part of D)."""
-    z = torch.cat([noise, one_hot_codes(codes, D.n_codes)], dim=1)    # (B, z_dim + n_codes)
+    z = generator_input(noise, codes, D.n_codes)                      # [z, onehot(c)]: (B, z_dim + n_codes)
     fake = G(z)
     h_fake = D.features(fake.detach())
     info_D = F.cross_entropy(D.q_logits(h_fake), codes)              # -E log Q(c | G(z, c))
@@ -342,7 +425,7 @@ def infogan_step(G: nn.Module, D: DCGANDiscriminator, opt_G: torch.optim.Optimiz
 
 
 # ----------------------------------------------------------------------------------------------
-# 5. CycleGAN at small scale: two unpaired domains of digits
+# 6. CycleGAN at small scale: two unpaired domains of digits
 # ----------------------------------------------------------------------------------------------
 
 def thicken(x: torch.Tensor, size: int = 3) -> torch.Tensor:
@@ -423,7 +506,7 @@ def cyclegan_step(G_ab: nn.Module, G_ba: nn.Module, D_a: nn.Module, D_b: nn.Modu
 
 
 # ----------------------------------------------------------------------------------------------
-# 6. Sampling, and the training loop packaged for the variants
+# 7. Sampling, and the training loop packaged for the variants
 # ----------------------------------------------------------------------------------------------
 
 @torch.no_grad()
@@ -437,7 +520,7 @@ def generate(G: nn.Module, z: torch.Tensor, batch_size: int = 1000) -> torch.Ten
 
 
 # ----------------------------------------------------------------------------------------------
-# 7. The lab's self-check for one alternating step
+# 8. The labs' self-checks
 # ----------------------------------------------------------------------------------------------
 
 def _toy_players(seed: int, lr: float = 1e-3):
@@ -466,13 +549,13 @@ def check_gan_step(step_fn, seeds=(0, 1, 2)) -> None:
     Prints a ✓ line, or raises ``unsuplab.checks.CheckFailed`` saying which part differs."""
     for seed in seeds:
         for saturating in (False, True):
-            mine = _toy_players(seed)
-            ref = tuple(copy.deepcopy(v) if isinstance(v, nn.Module) else v for v in mine[:2])
-            ref_opts = (torch.optim.Adam(ref[0].parameters(), lr=1e-3, betas=(0.5, 0.999)),
-                        torch.optim.Adam(ref[1].parameters(), lr=1e-3, betas=(0.5, 0.999)))
+            G, D, opt_G, opt_D, x_real, z = _toy_players(seed)
+            G_ref, D_ref = copy.deepcopy(G), copy.deepcopy(D)
+            opt_G_ref = torch.optim.Adam(G_ref.parameters(), lr=1e-3, betas=(0.5, 0.999))
+            opt_D_ref = torch.optim.Adam(D_ref.parameters(), lr=1e-3, betas=(0.5, 0.999))
             case = f"(seed {seed}, saturating={saturating})"
             try:
-                out = step_fn(*mine, saturating=saturating)
+                out = step_fn(G, D, opt_G, opt_D, x_real, z, saturating=saturating)
             except NotImplementedError:
                 raise
             except Exception as err:
@@ -480,24 +563,85 @@ def check_gan_step(step_fn, seeds=(0, 1, 2)) -> None:
                                   "variable 'has been modified by an inplace operation', the generator's loss "
                                   "used D's output from before D's update: call D(fake) again after "
                                   "opt_D.step().") from err
-            expected = gan_step(ref[0], ref[1], ref_opts[0], ref_opts[1], mine[4], mine[5], saturating=saturating)
+            expected = gan_step(G_ref, D_ref, opt_G_ref, opt_D_ref, x_real, z, saturating=saturating)
             if not isinstance(out, dict) or not {"loss_D", "loss_G"} <= set(out):
                 raise CheckFailed("✗ gan_step must return a dict with the two losses, "
                                   f"{{'loss_D': ..., 'loss_G': ...}}, got {type(out).__name__}.")
-            if abs(_number(out["loss_D"]) - float(expected["loss_D"])) > 1e-5:
-                raise CheckFailed(f"✗ the discriminator loss is {_number(out['loss_D']):.5f}, expected "
-                                  f"{float(expected['loss_D']):.5f} {case}: compute it on D(x_real) and "
-                                  "D(fake.detach()) before any update.")
-            if _max_gap(mine[1], ref[1]) > 1e-5:
-                raise CheckFailed(f"✗ D's weights after the step differ from the reference {case}: zero opt_D's "
-                                  "gradients, back-propagate L_D, then opt_D.step() — before the generator's turn.")
-            if abs(_number(out["loss_G"]) - float(expected["loss_G"])) > 1e-5:
-                raise CheckFailed(f"✗ the generator loss is {_number(out['loss_G']):.5f}, expected "
-                                  f"{float(expected['loss_G']):.5f} {case}: compute it as "
-                                  "generator_loss(D(fake), saturating) with the *updated* D.")
-            if _max_gap(mine[0], ref[0]) > 1e-5:
-                raise CheckFailed(f"✗ G's weights after the step differ from the reference {case}: zero opt_G's "
-                                  "gradients (the discriminator's step may have left some), back-propagate L_G, "
-                                  "then opt_G.step().")
+            # in the order the step makes them: D's loss, D's update, G's loss, G's update
+            comparisons = [
+                (abs(_number(out["loss_D"]) - float(expected["loss_D"])),
+                 f"the discriminator loss is {_number(out['loss_D']):.5f}, expected {float(expected['loss_D']):.5f}",
+                 "compute it on D(x_real) and D(fake.detach()) before any update."),
+                (_max_gap(D, D_ref), "D's weights after the step differ from the reference",
+                 "zero opt_D's gradients, back-propagate L_D, then opt_D.step() — before the generator's turn."),
+                (abs(_number(out["loss_G"]) - float(expected["loss_G"])),
+                 f"the generator loss is {_number(out['loss_G']):.5f}, expected {float(expected['loss_G']):.5f}",
+                 "compute it as generator_loss(D(fake), saturating) with the *updated* D."),
+                (_max_gap(G, G_ref), "G's weights after the step differ from the reference",
+                 "zero opt_G's gradients (the discriminator's step may have left some), back-propagate L_G, "
+                 "then opt_G.step()."),
+            ]
+            for gap, what, advice in comparisons:
+                if gap > 1e-5:
+                    raise CheckFailed(f"✗ {what} {case}: {advice}")
     print(f"✓ gan_step matches the reference: same losses and same weights of D and G after one step, "
           f"on {2 * len(seeds)} test cases.")
+
+
+def _projection_reference(D: ProjectionDiscriminator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return D(x, y)
+
+
+def check_projection_logit(logit_fn, seeds=(0, 1)) -> None:
+    """Self-check for the lab's ``projection_logit(D, x, y)``, eq. (6.11): psi(h) + embed(y)^T h with
+    h = ``D.features(x)``, psi = ``D.head``, embed = ``D.embed``. Compares it with
+    :class:`ProjectionDiscriminator`'s own logit on small discriminators (with and without InfoGAN's hidden
+    layer, class vectors drawn large enough that each term matters) and random labels, then checks that
+    gradients flow through it. Prints ✓ lines, or raises ``unsuplab.checks.CheckFailed`` naming the
+    likely mistake."""
+    g = torch.Generator().manual_seed(17)
+    cases = []
+    with torch.random.fork_rng(devices=[]):                  # the networks' initial weights, then restored
+        for seed in seeds:
+            for hidden in (0, 16):
+                torch.manual_seed(seed)
+                D = ProjectionDiscriminator(width=4, n_classes=5, hidden=hidden)
+                with torch.no_grad():
+                    D.embed.weight.normal_(0.0, 0.5, generator=g)
+                    D.head.bias.fill_(0.3)
+                cases.append((D, torch.rand(6, 1, 28, 28, generator=g) * 2 - 1, torch.randint(5, (6,), generator=g)))
+    try:
+        check_function(logit_fn, _projection_reference, cases, name="projection_logit", atol=1e-4)
+    except CheckFailed as failure:
+        D, x, y = cases[0]
+        with torch.no_grad():
+            h = D.features(x)                                     # (B, F)
+            psi, e = D.head(h), D.embed(y)                        # (B, 1), (B, F)
+            mistakes = [
+                (psi.squeeze(1), "add the projection term embed(y)^T h, (D.embed(y) * h).sum(1): without it D "
+                                 "ignores the label."),
+                ((e * h).sum(1), "add the unconditional term psi(h) = D.head(h).squeeze(1): the projection only "
+                                 "adds the label's part of the logit."),
+                (psi.squeeze(1) + (e * h).mean(1), "embed(y)^T h is a dot product: sum over the features, "
+                                                   ".sum(1), not .mean(1)."),
+                (psi.squeeze(1) - (e * h).sum(1), "the sign: the projection is added, psi(h) + embed(y)^T h."),
+            ]
+            got = None
+            try:
+                got = torch.as_tensor(logit_fn(copy.deepcopy(D), x.clone(), y.clone())).detach()
+            except Exception:                                    # noqa: BLE001 - the message above says what was raised
+                pass
+        hint = "psi(h) + embed(y)^T h: h = D.features(x), D.head(h).squeeze(1) + (D.embed(y) * h).sum(1)."
+        if got is not None and got.shape == (len(x), 1):
+            hint = "return one logit per image, shape (B,): squeeze D.head(h) to (B,) and sum the product over dim 1."
+        elif got is not None and got.shape == (len(x), len(x)):
+            hint = ("embed(y) @ h.T pairs every label with every image: take each image's own class vector, "
+                    "(D.embed(y) * h).sum(1).")
+        elif got is not None and got.shape == (len(x),):
+            hint = next((text for value, text in mistakes if torch.allclose(got.float(), value, atol=1e-4)), hint)
+        raise CheckFailed(f"{failure}\n  hint: {hint}") from None
+    D, x, y = cases[1]
+    out = logit_fn(D, x, y)
+    check_true("projection_logit keeps the gradient", torch.is_tensor(out) and out.requires_grad,
+               "return a tensor that carries gradients (no .item(), .detach() or torch.no_grad()): both players "
+               "are trained through this logit.")

@@ -50,6 +50,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import finite_floats
+
 __all__ = ["as_patches", "soft_threshold", "objective", "lipschitz_constant", "ista_step", "ista", "fista",
            "normalize_atoms", "dictionary_step_bcd", "dictionary_step_pgd", "SparseCoding", "orientation_coherence",
            "psnr", "image_to_patches", "patches_to_image", "fill_by_local_mean", "denoise", "inpaint"]
@@ -74,13 +76,7 @@ def as_patches(x, m: int | None = None, name: str = "x", device=None) -> torch.T
         size = f" ({p}x{p} patches)" if p * p == m else ""
         raise ValueError(f"{name} has patches of {t.shape[1]} pixels but the dictionary's atoms have {m}"
                          f"{size}: extract patches of the size the dictionary was learned on.")
-    if not t.is_floating_point():
-        t = t.float()
-    if device is not None:
-        t = t.to(device)
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or inf values: clean the patches before coding them.")
-    return t
+    return finite_floats(t, name, device=device, advice="clean the patches before coding them")
 
 
 def _check_dictionary(D: torch.Tensor) -> None:

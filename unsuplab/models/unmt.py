@@ -621,10 +621,10 @@ def _train_steps(model: Seq2Seq, optimizer, scheduler, losses: Callable[[torch.G
         scheduler.step()
         return terms
 
-    steps_log = run_steps(step, steps, desc=desc, progress_bar=progress_bar)
-    for name in steps_log:
-        if name not in ("step", "seconds"):
-            log.setdefault(name, []).append(sum(steps_log[name]) / max(steps, 1))
+    history = run_steps(step, steps, desc=desc, progress_bar=progress_bar)
+    for name, values in history.steps.items():
+        if name != "step":
+            log.setdefault(name, []).append(sum(values) / max(steps, 1))
 
 
 def train_unmt(model: Seq2Seq, mono: dict[str, Sequence[Sequence[int]]], translator, *, iterations: int = 3,
