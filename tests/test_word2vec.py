@@ -172,7 +172,8 @@ def test_hs_loss_rejects_mismatched_shapes():
 
 def step_matches_autograd(model, inputs, targets, negatives, weight, hidden):
     """One sgd_step of ``model`` against autograd on a copy: the output rows by their gradient, the input rows
-    by -lr dl/dh given to each input word (skip-gram: its center; CBOW: every context word, (8.10))."""
+    by -lr dl/dh given to each input word (skip-gram: its center; CBOW: every context word, (8.10)). A row of
+    the tree, or a CBOW context word, that m > max_load examples update takes max_load / m of it (8.13)."""
     lr = 0.1
     reference = type(model)(model.W_in.num_embeddings, model.W_in.embedding_dim, tree=model.tree)
     reference.load_state_dict(model.state_dict())
@@ -181,16 +182,26 @@ def step_matches_autograd(model, inputs, targets, negatives, weight, hidden):
     before = model.sgd_step(inputs, targets, negatives, lr, weight, return_loss=True)
     assert before == pytest.approx(reference(inputs, targets, negatives, weight).mean().item(), rel=1e-5)
     out = "W_out" if model.tree is None else "W_node"
-    expected_out = getattr(reference, out).weight.detach() - lr * getattr(reference, out).weight.grad.to_dense()
+    cap = torch.ones(getattr(model, out).num_embeddings)
+    if model.tree is not None:                                                       # m: the paths through a node
+        points, _, mask = model.tree.padded(targets)
+        load = torch.zeros(len(cap)).index_add_(0, points[mask], torch.ones(int(mask.sum())))
+        cap = (model.max_load / load.clamp(min=1)).clamp(max=1)
+    expected_out = getattr(reference, out).weight.detach() - lr * cap[:, None] * getattr(reference, out).weight.grad.to_dense()
     assert torch.allclose(getattr(model, out).weight, expected_out, atol=1e-6), out
     words = inputs.reshape(len(targets), -1)                                          # (B, 1) or (B, 2 window)
     rows = (words >= 0).nonzero(as_tuple=True)[0]
-    expected_in = reference.W_in.weight.detach().index_add(0, words[words >= 0], -lr * h.grad[rows])
+    step = -lr * h.grad[rows]
+    if isinstance(model, CBOW):                                                       # m: a word's slots in the batch
+        load = torch.bincount(words[words >= 0], minlength=model.W_in.num_embeddings).double()
+        step = step * (model.max_load / load[words[words >= 0]]).clamp(max=1)[:, None].float()
+    expected_in = reference.W_in.weight.detach().index_add(0, words[words >= 0], step)
     assert torch.allclose(model.W_in.weight, expected_in, atol=1e-6), "W_in"
 
 
+@pytest.mark.parametrize("max_load", [64, 1])
 @pytest.mark.parametrize("shared", [False, True])
-def test_the_cbow_step_is_autograd_on_the_context_mean_with_the_whole_step_to_each_context_word(shared):
+def test_the_cbow_step_is_autograd_on_the_context_mean_with_the_whole_step_to_each_context_word(shared, max_load):
     # contexts with empty slots and repeated words (word 1 twice in one window, word 3 in two windows)
     g = torch.Generator().manual_seed(1)
     model = CBOW(7, 4, g)
@@ -202,12 +213,14 @@ def test_the_cbow_step_is_autograd_on_the_context_mean_with_the_whole_step_to_ea
     weight = 1.5 if shared else 1.0
     v = model.W_in.weight.detach()
     assert torch.allclose(context_mean(v[contexts.clamp(min=0)], contexts >= 0)[0], (2 * v[1] + v[3]) / 3)
+    model.max_load = max_load      # 1: words 1 and 3, in two slots each, take half of their summed step (8.13)
     step_matches_autograd(model, contexts, centers, negatives, weight,
                           lambda m: context_mean(m.W_in.weight[contexts.clamp(min=0)], contexts >= 0))
 
 
+@pytest.mark.parametrize("max_load", [64, 2])
 @pytest.mark.parametrize("architecture", ["skipgram", "cbow"])
-def test_the_hierarchical_softmax_step_is_autograd_sgd_on_its_loss(architecture):
+def test_the_hierarchical_softmax_step_is_autograd_sgd_on_its_loss(architecture, max_load):
     # a tree of 9 words with 3 shared nodes: paths that cross the shared top and the nodes below it
     counts = torch.tensor([50, 20, 10, 10, 5, 3, 1, 1, 1])
     g = torch.Generator().manual_seed(2)
@@ -221,6 +234,7 @@ def test_the_hierarchical_softmax_step_is_autograd_sgd_on_its_loss(architecture)
         hidden = lambda m: context_mean(m.W_in.weight[inputs.clamp(min=0)], inputs >= 0)  # noqa: E731
     with torch.no_grad():
         model.W_node.weight.normal_(generator=g)
+    model.max_load = max_load      # 2: the root (5 paths) and other nodes take 2 / m of their summed step (8.13)
     step_matches_autograd(model, inputs, torch.tensor([8, 0, 6, 6, 3]), None, 1.0, hidden)
 
 

@@ -56,6 +56,13 @@ whose leaves are the words (row ``n`` of ``W_node``). The equations, numbered as
 * (8.12) its gradients, for the loss ``l = -log p(w | h)``: ``dl/ds_j = sigma(s_j) - (1 - d_j)``,
   ``dl/dh = sum_j (sigma(s_j) - 1 + d_j) u_{n(w,j)}``, ``dl/du_{n(w,j)} = (sigma(s_j) - 1 + d_j) h``:
   (8.5)'s form, with the label ``1 - d_j`` in place of 1 (context) or 0 (noise).
+* (8.13) the load of a row: a batch adds up the steps of all its examples that touch a row, where
+  sequential SGD takes them one after the other, each seeing the previous. The root of the tree is on
+  every path and a frequent word is in many CBOW windows of a batch, so their summed step can
+  overshoot (training diverged, at CBOW's learning rate, with batches of 1,024). A row that ``m``
+  examples of the batch update takes ``min(1, max_load / m)`` times the summed step (``max_load`` 64, the
+  order of the 16 K = 80 examples a shared noise word carries in (8.7)): the same direction, at most
+  ``max_load`` examples' length. Skip-gram's input and output vectors are not capped.
 
 Written for a GPU: the corpus is one tensor of word ids; a chunk of it is subsampled (8.4), every
 position draws its window (8.1), and the chunk becomes skip-gram's (center, context) pairs, or CBOW's
@@ -414,11 +421,14 @@ class Word2Vec(nn.Module):
     is the hierarchical softmax, the inner nodes' vectors ``W_node`` (V - 1, d) (8.11). Initialised as
     in word2vec.c: ``W_in`` uniform in [-0.5/d, 0.5/d], the output vectors zero. A subclass says how
     the input makes ``h`` (skip-gram: ``v_c``; CBOW: the context mean) and where ``h``'s step goes.
+    ``max_load`` caps the examples whose steps a row of the hierarchical softmax, or a CBOW context
+    word, adds up in one batch (8.13).
     """
 
     def __init__(self, vocab_size: int, dim: int = 100, generator: torch.Generator | None = None,
-                 tree: HuffmanTree | None = None):
+                 tree: HuffmanTree | None = None, max_load: int = 64):
         super().__init__()
+        self.max_load = max_load                                      # (8.13)
         if vocab_size < 1 or dim < 1:
             raise ValueError(f"vocab_size and dim must be >= 1, got {vocab_size} and {dim}.")
         if tree is not None and len(tree) != vocab_size:
@@ -457,7 +467,8 @@ class Word2Vec(nn.Module):
         Updates the output rows of the batch in place and returns ``-lr dl/dh`` (B, d), the step of
         ``h`` for the input side to apply, and, with ``return_loss``, the batch's mean loss before the
         step. Negative sampling (8.5), (8.7): ``negatives`` (B, K) or shared (K',), a noise word that is
-        the example's target skipped, as in word2vec.c. Hierarchical softmax (8.12): ``negatives`` is None.
+        the example's target skipped, as in word2vec.c. Hierarchical softmax (8.12), each node's step
+        capped at ``max_load`` examples (8.13): ``negatives`` is None.
         """
         if self.tree is not None:
             return self._hierarchical_softmax_step(h, targets, lr, return_loss)
@@ -517,9 +528,15 @@ class Word2Vec(nn.Module):
         g_top = torch.sigmoid(s_top).sub_(label_top).mul_(on_path).mul_(-lr)   # (B, T)
         g = torch.sigmoid(s).sub_(label).mul_(-lr)                             # (N,)
         step_h = torch.addmm(torch.zeros_like(h).index_add_(0, rows, g[:, None] * u), g_top, W_top)   # (B, d)
-        W_top.add_(g_top.T @ h)                                     # (T, d)
-        W_node.index_add_(0, nodes, g[:, None] * h_rows)           # (N, d)
+        # the nodes' steps, each node's capped at max_load examples (8.13): the root is on every path
+        W_top.add_((g_top.T @ h).mul_(self._load_factor(on_path.sum(0))[:, None]))            # (T, d)
+        g *= self._load_factor(torch.bincount(nodes, minlength=len(W_node)))[nodes]
+        W_node.index_add_(0, nodes, g[:, None] * h_rows)                                       # (N, d)
         return step_h, loss
+
+    def _load_factor(self, load: torch.Tensor) -> torch.Tensor:
+        """min(1, max_load / m) for rows that m examples of the batch update, eq. (8.13)."""
+        return (self.max_load / load.clamp(min=1)).clamp_(max=1.0)
 
     @staticmethod
     def _ns_loss(s_o, s_n, mask, noise_weight) -> float:
@@ -579,7 +596,8 @@ class CBOW(Word2Vec):
 
         The context words are gathered once, flattened (only the filled slots): ``h_t`` (8.9), the output
         layer's step (:meth:`Word2Vec.output_step`), then ``-lr dl/dh_t`` added to every context word's
-        row (8.10). ``negatives`` and ``return_loss`` as in :meth:`SkipGram.sgd_step`.
+        row (8.10), capped at ``max_load`` windows of the batch per word (8.13). ``negatives`` and
+        ``return_loss`` as in :meth:`SkipGram.sgd_step`.
         """
         W_in = self.W_in.weight
         filled = contexts >= 0                                                            # (B, 2 window)
@@ -588,7 +606,8 @@ class CBOW(Word2Vec):
         h = torch.zeros(len(centers), W_in.shape[1], dtype=W_in.dtype, device=W_in.device)
         h.index_add_(0, rows, W_in.index_select(0, words)).div_(size)                    # (B, d): h_t (8.9)
         step_h, loss = self.output_step(h, centers, negatives, lr, noise_weight, return_loss)
-        W_in.index_add_(0, words, step_h.index_select(0, rows))                           # (8.10)
+        load = self._load_factor(torch.bincount(words, minlength=len(W_in)))[words]       # (M,): (8.13)
+        W_in.index_add_(0, words, step_h.index_select(0, rows).mul_(load[:, None]))       # (8.10)
         return loss
 
 
