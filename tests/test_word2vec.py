@@ -590,3 +590,32 @@ def test_corpus_tokens_streams_exactly_what_tokenize_gives(monkeypatch, tmp_path
         data.corpus_tokens("enwiki17M")
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))   # text8 in neither the mirror nor the cache
     assert data.english_corpus(download=False) == "enwiki-17M"
+
+
+@needs_mirror
+def test_the_variants_benchmark_runs_and_writes_every_variant(tmp_path):
+    # a tiny run of benchmarks/word2vec_variants.py: the measured numbers come from runs on the whole corpus
+    import json
+    import runpy
+    from pathlib import Path
+
+    pytest.importorskip("gensim")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "word2vec_variants.py"
+    out = tmp_path / "variants.json"
+    runpy.run_path(str(script))["main"](["--corpus", "enwiki-17M", "--max-words", "30000", "--scaling-words", "30000",
+                                         "--scaling-vocab", "100", "400", "--workers", "1", "--allow-busy",
+                                         "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert set(result["variants"]) == {"skipgram+negative_sampling", "cbow+negative_sampling",
+                                       "skipgram+hierarchical_softmax", "cbow+hierarchical_softmax"}
+    for name, run in result["variants"].items():
+        assert run["lr"] == (0.05 if name.startswith("cbow") else 0.025)
+        for who in ("unsuplab", "gensim"):
+            assert run[who]["words_per_cpu_second"] > 0 and 0 <= run[who]["analogy_acc"] <= 1
+        assert run["speed_ratio_cpu"] > 0
+    cbow, skipgram = (result["variants"][f"{a}+negative_sampling"]["unsuplab"]["examples"] for a in ("cbow", "skipgram"))
+    assert 2 * cbow < skipgram                                   # one example per position against one per pair
+    tree = result["tree"]
+    assert tree["entropy_bits"] <= tree["mean_code_length"] < tree["entropy_bits"] + 1 <= tree["log2_vocab"] + 1
+    assert [row["vocab_size"] for row in result["scaling"]] == [100, 400]
+    assert result["scaling"][0]["mean_code_length"] < result["scaling"][1]["mean_code_length"]
