@@ -107,11 +107,14 @@ def tree_summary(vocab: Vocabulary, sample: float) -> dict:
 
 def scaling(tokens: list[str], args) -> list[dict]:
     """Skip-gram's CPU time per example against the vocabulary size, with each output layer: one pass
-    over the first ``--scaling-words`` words with the vocabulary cut to its V most frequent words."""
+    over the first ``--scaling-words`` words, with the vocabulary of the whole corpus cut to its V most
+    frequent words (the words outside it are dropped from the text, as rare words are)."""
     few = tokens[:args.scaling_words]
     rows = []
     for size in args.scaling_vocab:
-        vocab = Vocabulary.from_tokens(few, args.min_count, size)
+        vocab = Vocabulary.from_tokens(tokens, args.min_count, size)
+        if rows and len(vocab) == rows[-1]["vocab_size"]:
+            continue                                      # the corpus has no more words: the same run again
         ids = vocab.encode(few)
         one = argparse.Namespace(**{**vars(args), "raw_words": len(few)})
         row = {"max_vocab": size, "words_in_vocab": len(ids), **tree_summary(vocab, args.sample)}
@@ -131,7 +134,8 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus", default="auto", help="text8, enwiki-17M, ... or auto (text8 if possible)")
     parser.add_argument("--max-words", type=int, default=None, help="only the first N words of the corpus")
     parser.add_argument("--epochs", type=int, default=1, help="passes over the corpus, for every run")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="the variants to train (none: only the tree and the scaling runs)")
     parser.add_argument("--dim", type=int, default=100)
     parser.add_argument("--window", type=int, default=5)
     parser.add_argument("--negatives", type=int, default=5)
@@ -141,7 +145,8 @@ def main(argv=None) -> int:
     parser.add_argument("--lr-cbow", type=float, default=0.05, help="eta_0 of CBOW (word2vec.c's)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="threads for both (default: all cores)")
     parser.add_argument("--no-gensim", action="store_true", help="train the course's variants only")
-    parser.add_argument("--scaling-words", type=int, default=2_000_000, help="words of the scaling runs")
+    parser.add_argument("--scaling-words", type=int, default=2_000_000,
+                        help="words of the scaling runs (the first ones of the corpus)")
     parser.add_argument("--scaling-vocab", type=int, nargs="+", default=[1_000, 4_000, 16_000, 64_000],
                         help="vocabulary sizes of the scaling runs (0: none)")
     parser.add_argument("--seed", type=int, default=0)

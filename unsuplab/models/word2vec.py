@@ -301,8 +301,8 @@ class HuffmanTree(nn.Module):
         inner node, whose weight is their sum, until one node is left (the root). The lighter of the two
         gets bit 0, the heavier bit 1. Inner node ``i`` is the ``i``-th merge, so the ids grow with the
         weights and the root is ``V - 2``. A word's depth is about ``log2(1 / f(w))``: the code length
-        averaged over the tokens is within one bit of the entropy of the word frequencies, at most
-        ``log2 V``.
+        averaged over the tokens lies between the entropy ``H`` of the word frequencies and ``H + 1``, and
+        ``H <= log2 V``.
         """
         counts = _counts(counts)
         V = len(counts)
