@@ -93,6 +93,27 @@ def test_full_08_word2vec_trains_with_the_full_batch_and_vocabulary():
     assert not torch.equal(wv.vectors[seen], start[seen]), "SGD did not move the vectors of the words it read"
 
 
+def test_full_08_word2vec_variants_train_with_the_full_batch_and_vocabulary():
+    # Section 11: the four variants, one pass each over the whole corpus (variants_words = None), with the full
+    # batch; the same vocabulary as the main run. Each must train on more than one full batch of its examples.
+    s = full_settings("08_word2vec")
+    assert s["variants_words"] is None and s["max_words"] is None
+    measured = json.loads((ROOT / "results" / "08_word2vec-cpu.json").read_text())["metrics"]
+    vocab = _zipf_vocabulary(measured["vocab_size"], measured["corpus_words"], s["min_count"])
+    g = torch.Generator().manual_seed(s["seed"])
+    ids = torch.multinomial(vocab.counts.double(), 60_000, replacement=True, generator=g)  # a short Zipf text
+    for architecture in w2v.ARCHITECTURES:
+        for objective in w2v.OBJECTIVES:
+            wv = w2v.train_word2vec(ids, vocab=vocab, architecture=architecture, objective=objective, dim=s["dim"],
+                                    window=s["window"], negatives=s["negatives"], sample=s["variants_sample"],
+                                    epochs=1, batch_size=s["batch_size"], device="cpu", seed=s["seed"],
+                                    progress_bar=False)
+            stats = wv.stats
+            assert wv.vectors.shape == (len(vocab), s["dim"]) and torch.isfinite(wv.vectors).all()
+            assert stats["pairs"] > s["batch_size"], (architecture, objective, "not one full batch")
+            assert stats["loss_curve"] and all(math.isfinite(loss) for _, loss in stats["loss_curve"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Lab 8b: BERT
 # ----------------------------------------------------------------------------------------------

@@ -54,8 +54,11 @@ SMOKE_EXPECTATIONS = {
                            "shortcut_acc_touching": 0.6, "dc_clusters_used_fixed": 1.0},
     # 100,000 words, one pass: too little for analogies, but the loss must fall (by about 0.6) and the
     # evaluation sets must find their words (coverage about 4% of the analogies, 34% of WordSim-353).
+    # Section 11 trains the four variants on the same 100,000 words: the Huffman tree's mean path (9.0 nodes
+    # in a smoke run) must be recorded, and CBOW's pass must take time (a broken loop takes none).
     "08_word2vec": {"corpus_words": 100_000, "vocab_size": 2_000, "loss_drop": 0.2, "analogy_coverage": 0.02,
-                    "wordsim353_coverage": 0.2},
+                    "wordsim353_coverage": 0.2, "hs_mean_code_length": 4.0, "variants_vocab_size": 2_000,
+                    "cbow_hs_train_seconds": 0.0},
     # chapter 9: refinement from 50 known pairs and the similarity start both recover a hidden rotation (100 %
     # even in smoke; a broken Procrustes, CSLS or signature gives ~0 %); word-by-word translation of 10 test
     # sentences with MUSE's dictionary scores BLEU about 4 (en->fr) and 5 (fr->en), 0 when the dictionary or

@@ -1,4 +1,5 @@
-"""word2vec (skip-gram with negative sampling) and the word-vector measures, against exact answers."""
+"""word2vec (skip-gram and CBOW, negative sampling and the hierarchical softmax) and the word-vector measures,
+against exact answers."""
 
 import hashlib
 import io
@@ -14,9 +15,11 @@ import torch.nn.functional as F
 
 from unsuplab import data
 from unsuplab.models import word2vec as w2v
-from unsuplab.models.word2vec import (Progress, SkipGram, Vocabulary, keep_probabilities, noise_distribution,
-                                      run_hogwild, sample_noise, sgns_loss, skipgram_pairs, subsample, train_chunk,
-                                      train_word2vec)
+from unsuplab.checks import CheckFailed
+from unsuplab.models.word2vec import (CBOW, HuffmanTree, Progress, SkipGram, Vocabulary, cbow_examples,
+                                      check_hs_log_prob, context_mean, context_windows, hs_loss, keep_probabilities,
+                                      noise_distribution, run_hogwild, sample_noise, sgns_loss, skipgram_pairs,
+                                      subsample, train_chunk, train_word2vec)
 from unsuplab.wordvectors import (WordVectors, analogy_accuracy, cosine_similarity, nearest_neighbours,
                                   similarity_spearman, spearman)
 
@@ -90,6 +93,181 @@ def test_a_noise_word_equal_to_the_context_is_skipped():
         assert torch.allclose(model.W_in.weight[0], v - g * u)
         assert torch.allclose(model.W_out.weight[1], u - g * v)
         assert torch.equal(model.W_out.weight[2], torch.tensor([3.0, 3.0]))
+
+
+# --------------------------------------------------------------------------- the Huffman tree and the hierarchical softmax (8.11)
+
+def codes_of(tree):
+    return ["".join(map(str, tree.codes[w, :tree.lengths[w]].tolist())) for w in range(len(tree))]
+
+
+def test_huffman_codes_are_prefix_free_and_frequent_words_get_short_codes():
+    g = torch.Generator().manual_seed(0)
+    for counts in ([5, 3], [10, 6, 3, 2, 1, 1], [4, 4, 4, 4], (1e5 / torch.arange(1, 301)).round().long(),
+                   torch.randint(1, 1_000, (200,), generator=g)):
+        counts = torch.as_tensor(counts)
+        tree = HuffmanTree.from_counts(counts)
+        codes, lengths = codes_of(tree), tree.lengths
+        assert len(set(codes)) == len(codes) and all(codes)
+        assert not any(a != b and b.startswith(a) for a in codes for b in codes)          # prefix-free
+        assert sum(2.0 ** -len(c) for c in codes) == pytest.approx(1.0)                  # a full tree (Kraft)
+        more = counts[:, None] > counts[None, :]                                          # w more frequent than w'
+        assert (lengths[:, None] <= lengths[None, :])[more].all()                         # ... never a longer code
+        p = counts.double() / counts.sum()                                                # Huffman: H <= mean < H + 1
+        entropy, mean = -(p * p.log2()).sum().item(), (p * lengths).sum().item()
+        assert entropy - 1e-9 <= mean < entropy + 1
+        V = len(counts)
+        assert (tree.points[:, 0] == V - 2).all()                                         # every path starts at the root
+        on_path = torch.arange(tree.codes.shape[1]) < lengths[:, None]
+        assert ((tree.points >= 0) & (tree.points < V - 1))[on_path].all()
+    # merges: 1 + 1 = 2, then the word of count 2 with that node (4), then 3 + 4 = 7, 6 + 7 = 13, 10 + 13 = 23;
+    # the heavier child (the later one on a tie) takes bit 1
+    assert codes_of(HuffmanTree.from_counts([10, 6, 3, 2, 1, 1])) == ["0", "10", "110", "1110", "11110", "11111"]
+    with pytest.raises(ValueError, match="at least 2 words"):
+        HuffmanTree.from_counts([3])
+
+
+def test_the_shared_top_of_the_tree_is_the_start_of_every_path():
+    counts = (1e5 / torch.arange(1, 501)).round().long()
+    for shared in (1, 7, 63, 10_000):
+        tree = HuffmanTree.from_counts(counts, shared_nodes=shared)
+        V, T = len(counts), tree.shared_nodes
+        assert T == min(shared, V - 1) and tree.top_codes.shape == (V, T)
+        for w in (0, 1, 17, 499):
+            L = int(tree.lengths[w])
+            points, codes = tree.points[w, :L], tree.codes[w, :L]
+            top = points >= V - 1 - T
+            assert top.tolist() == sorted(top.tolist(), reverse=True)                  # a prefix of the path
+            row = tree.top_codes[w]
+            assert torch.equal(row[points[top] - (V - 1 - T)], codes[top].to(torch.int8))
+            assert (row >= 0).sum() == top.sum()                                         # -1 off the path
+            assert tree.below_top[w].sum() == L - top.sum()
+
+
+@pytest.mark.parametrize("architecture", [SkipGram, CBOW])
+def test_hierarchical_softmax_probabilities_sum_to_one_over_the_vocabulary(architecture):
+    counts = torch.tensor([50, 20, 10, 10, 5, 3, 1, 1, 1])
+    V, d = len(counts), 4
+    g = torch.Generator().manual_seed(0)
+    model = architecture(V, d, g, tree=HuffmanTree.from_counts(counts))
+    with torch.no_grad():
+        model.W_node.weight.normal_(generator=g)
+        model.W_in.weight.normal_(generator=g)
+    inputs = torch.tensor([3]) if architecture is SkipGram else torch.tensor([[2, -1, 5, 0]])
+    log_p = -model(inputs.expand(V, *inputs.shape[1:]), torch.arange(V))               # log p(w | input), all w
+    assert log_p.exp().sum().item() == pytest.approx(1.0, abs=1e-6)
+    # and (8.11) written out for one word: the product over its path of sigma(+-u_n . h)
+    h = model.W_in.weight[3] if architecture is SkipGram else model.W_in.weight[[2, 5, 0]].mean(0)
+    w = 7
+    p = 1.0
+    for node, bit in zip(model.tree.points[w, :model.tree.lengths[w]], model.tree.codes[w, :model.tree.lengths[w]]):
+        p *= sigmoid((1 - 2 * int(bit)) * float(model.W_node.weight[node].detach() @ h.detach()))
+    assert log_p[w].exp().item() == pytest.approx(p, rel=1e-5)
+
+
+def test_hs_loss_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="expected h"):
+        hs_loss(torch.zeros(4, 3), torch.zeros(4, 2, 5), torch.zeros(4, 2, dtype=torch.long))
+
+
+def step_matches_autograd(model, inputs, targets, negatives, weight, hidden):
+    """One sgd_step of ``model`` against autograd on a copy: the output rows by their gradient, the input rows
+    by -lr dl/dh given to each input word (skip-gram: its center; CBOW: every context word, (8.10)). A row of
+    the tree, or a CBOW context word, that m > max_load examples update takes max_load / m of it (8.13)."""
+    lr = 0.1
+    reference = type(model)(model.W_in.num_embeddings, model.W_in.embedding_dim, tree=model.tree)
+    reference.load_state_dict(model.state_dict())
+    h = hidden(reference).detach().requires_grad_()
+    reference.loss(h, targets, negatives, weight).sum().backward()
+    before = model.sgd_step(inputs, targets, negatives, lr, weight, return_loss=True)
+    assert before == pytest.approx(reference(inputs, targets, negatives, weight).mean().item(), rel=1e-5)
+    out = "W_out" if model.tree is None else "W_node"
+    cap = torch.ones(getattr(model, out).num_embeddings)
+    if model.tree is not None:                                                       # m: the paths through a node
+        points, _, mask = model.tree.padded(targets)
+        load = torch.zeros(len(cap)).index_add_(0, points[mask], torch.ones(int(mask.sum())))
+        cap = (model.max_load / load.clamp(min=1)).clamp(max=1)
+    expected_out = getattr(reference, out).weight.detach() - lr * cap[:, None] * getattr(reference, out).weight.grad.to_dense()
+    assert torch.allclose(getattr(model, out).weight, expected_out, atol=1e-6), out
+    words = inputs.reshape(len(targets), -1)                                          # (B, 1) or (B, 2 window)
+    rows = (words >= 0).nonzero(as_tuple=True)[0]
+    step = -lr * h.grad[rows]
+    if isinstance(model, CBOW):                                                       # m: a word's slots in the batch
+        load = torch.bincount(words[words >= 0], minlength=model.W_in.num_embeddings).double()
+        step = step * (model.max_load / load[words[words >= 0]]).clamp(max=1)[:, None].float()
+    expected_in = reference.W_in.weight.detach().index_add(0, words[words >= 0], step)
+    assert torch.allclose(model.W_in.weight, expected_in, atol=1e-6), "W_in"
+
+
+@pytest.mark.parametrize("max_load", [64, 1])
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_cbow_step_is_autograd_on_the_context_mean_with_the_whole_step_to_each_context_word(shared, max_load):
+    # contexts with empty slots and repeated words (word 1 twice in one window, word 3 in two windows)
+    g = torch.Generator().manual_seed(1)
+    model = CBOW(7, 4, g)
+    with torch.no_grad():
+        model.W_out.weight.normal_(generator=g)
+    contexts = torch.tensor([[1, 3, 1, -1], [-1, 3, 4, 6], [0, -1, -1, -1]])
+    centers = torch.tensor([2, 5, 3])
+    negatives = torch.tensor([4, 6]) if shared else torch.tensor([[4, 0], [1, 2], [6, 6]])
+    weight = 1.5 if shared else 1.0
+    v = model.W_in.weight.detach()
+    assert torch.allclose(context_mean(v[contexts.clamp(min=0)], contexts >= 0)[0], (2 * v[1] + v[3]) / 3)
+    model.max_load = max_load      # 1: words 1 and 3, in two slots each, take half of their summed step (8.13)
+    step_matches_autograd(model, contexts, centers, negatives, weight,
+                          lambda m: context_mean(m.W_in.weight[contexts.clamp(min=0)], contexts >= 0))
+
+
+@pytest.mark.parametrize("max_load", [64, 2])
+@pytest.mark.parametrize("architecture", ["skipgram", "cbow"])
+def test_the_hierarchical_softmax_step_is_autograd_sgd_on_its_loss(architecture, max_load):
+    # a tree of 9 words with 3 shared nodes: paths that cross the shared top and the nodes below it
+    counts = torch.tensor([50, 20, 10, 10, 5, 3, 1, 1, 1])
+    g = torch.Generator().manual_seed(2)
+    tree = HuffmanTree.from_counts(counts, shared_nodes=3)
+    if architecture == "skipgram":
+        model, inputs = SkipGram(9, 4, g, tree=tree), torch.tensor([1, 1, 4, 8, 0])
+        hidden = lambda m: m.W_in.weight[inputs]                                       # noqa: E731
+    else:
+        model, inputs = CBOW(9, 4, g, tree=tree), torch.tensor([[1, 2, -1, 8], [-1, 0, 0, 7], [5, 6, 7, 8],
+                                                               [3, -1, -1, -1], [2, 2, 1, 1]])
+        hidden = lambda m: context_mean(m.W_in.weight[inputs.clamp(min=0)], inputs >= 0)  # noqa: E731
+    with torch.no_grad():
+        model.W_node.weight.normal_(generator=g)
+    model.max_load = max_load      # 2: the root (5 paths) and other nodes take 2 / m of their summed step (8.13)
+    step_matches_autograd(model, inputs, torch.tensor([8, 0, 6, 6, 3]), None, 1.0, hidden)
+
+
+def test_context_windows_hold_the_words_skipgram_pairs_with():
+    ids = torch.arange(60) * 10                                                       # the id says the position
+    contexts = context_windows(ids, 3, torch.Generator().manual_seed(5))
+    centers, others = skipgram_pairs(ids, 3, torch.Generator().manual_seed(5))       # the same draw of b_t
+    assert contexts.shape == (60, 6)
+    from_rows = sorted((int(ids[t]), int(o)) for t in range(60) for o in contexts[t].tolist() if o >= 0)
+    assert from_rows == sorted(zip(centers.tolist(), others.tolist()))
+    for t in (0, 30, 59):                                                             # slot window - j is t - j
+        for slot, o in enumerate(contexts[t].tolist()):
+            j = slot - 3 + 1 if slot >= 3 else slot - 3
+            assert o == -1 or o == ids[t + j]
+    words, centres = cbow_examples(ids, 3, torch.Generator().manual_seed(5))
+    assert torch.equal(words, contexts) and torch.equal(centres, ids)
+    assert cbow_examples(torch.tensor([4]), 2)[0].shape == (0, 4)                   # one word has no context
+
+
+def test_check_hs_log_prob_accepts_the_rule_and_names_wrong_ones(capsys):
+    def right(h, W_node, points, codes):
+        return F.logsigmoid((1 - 2 * codes).to(h.dtype) * (W_node[points] @ h)).sum()
+
+    check_hs_log_prob(right)
+    assert capsys.readouterr().out.startswith("✓ hs_log_prob gives eq. (8.11)")
+    wrong = {"the loss": (lambda h, W, p, c: -right(h, W, p, c), "the loss"),
+             "flipped bits": (lambda h, W, p, c: right(h, W, p, 1 - c), "the other convention"),
+             "no sign": (lambda h, W, p, c: F.logsigmoid(W[p] @ h).sum(), "every branch is scored"),
+             "probability": (lambda h, W, p, c: right(h, W, p, c).exp(), "its logarithm"),
+             "not summed": (lambda h, W, p, c: F.logsigmoid((1 - 2 * c).to(h.dtype) * (W[p] @ h)), "one number")}
+    for name, (answer, words) in wrong.items():
+        with pytest.raises(CheckFailed, match=words):
+            check_hs_log_prob(answer)
 
 
 # --------------------------------------------------------------------------- subsampling (8.4), noise (8.3)
@@ -170,6 +348,22 @@ def topic_corpus(n_sentences=1500, seed=0):
         topic = topics[torch.randint(2, (1,), generator=g).item()]
         tokens += [topic[i] for i in torch.randint(6, (8,), generator=g).tolist()]
     return tokens
+
+
+@pytest.mark.parametrize("architecture, objective", [(a, o) for a in w2v.ARCHITECTURES for o in w2v.OBJECTIVES])
+def test_every_variant_puts_words_of_the_same_topic_together(architecture, objective):
+    # batches of 64: a batch sums the steps of a word it holds many times, and this vocabulary has 12 words
+    wv = train_word2vec(topic_corpus(), architecture=architecture, objective=objective, dim=16, window=2, epochs=3,
+                        sample=0, min_count=1, lr=0.05, batch_size=64, threads=1, seed=0, progress_bar=False,
+                        negatives=2)
+    for word in ("fruit0", "tool3"):
+        neighbours = [w for w, _ in wv.most_similar(word, k=5)]
+        assert all(w[:4] == word[:4] for w in neighbours), (architecture, objective, word, neighbours)
+    first, last = wv.stats["loss_curve"][0][1], wv.stats["loss_curve"][-1][1]
+    assert last < first
+    assert wv.stats["settings"]["architecture"] == architecture and wv.stats["settings"]["objective"] == objective
+    examples = len(topic_corpus()) * 3
+    assert wv.stats["pairs"] == examples if architecture == "cbow" else wv.stats["pairs"] > 1.5 * examples
 
 
 @pytest.mark.parametrize("shared_negatives", ["auto", None])
@@ -270,6 +464,10 @@ def test_training_explains_bad_input():
         train_word2vec(["a"] * 10, dim=0, min_count=1, progress_bar=False)
     with pytest.raises(ValueError, match="shared_negatives"):
         train_word2vec(["a"] * 10, shared_negatives="all", min_count=1, progress_bar=False)
+    with pytest.raises(ValueError, match="architecture must be one of 'skipgram', 'cbow'"):
+        train_word2vec(["a"] * 10, architecture="sg", min_count=1, progress_bar=False)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        train_word2vec(["a"] * 10, objective="hs", min_count=1, progress_bar=False)
 
 
 # --------------------------------------------------------------------------- word-vector measures
@@ -392,3 +590,32 @@ def test_corpus_tokens_streams_exactly_what_tokenize_gives(monkeypatch, tmp_path
         data.corpus_tokens("enwiki17M")
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path))   # text8 in neither the mirror nor the cache
     assert data.english_corpus(download=False) == "enwiki-17M"
+
+
+@needs_mirror
+def test_the_variants_benchmark_runs_and_writes_every_variant(tmp_path):
+    # a tiny run of benchmarks/word2vec_variants.py: the measured numbers come from runs on the whole corpus
+    import json
+    import runpy
+    from pathlib import Path
+
+    pytest.importorskip("gensim")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "word2vec_variants.py"
+    out = tmp_path / "variants.json"
+    runpy.run_path(str(script))["main"](["--corpus", "enwiki-17M", "--max-words", "30000", "--scaling-words", "30000",
+                                         "--scaling-vocab", "100", "400", "--workers", "1", "--allow-busy",
+                                         "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert set(result["variants"]) == {"skipgram+negative_sampling", "cbow+negative_sampling",
+                                       "skipgram+hierarchical_softmax", "cbow+hierarchical_softmax"}
+    for name, run in result["variants"].items():
+        assert run["lr"] == (0.05 if name.startswith("cbow") else 0.025)
+        for who in ("unsuplab", "gensim"):
+            assert run[who]["words_per_cpu_second"] > 0 and 0 <= run[who]["analogy_acc"] <= 1
+        assert run["speed_ratio_cpu"] > 0
+    cbow, skipgram = (result["variants"][f"{a}+negative_sampling"]["unsuplab"]["examples"] for a in ("cbow", "skipgram"))
+    assert 2 * cbow < skipgram                                   # one example per position against one per pair
+    tree = result["tree"]
+    assert tree["entropy_bits"] <= tree["mean_code_length"] < tree["entropy_bits"] + 1 <= tree["log2_vocab"] + 1
+    assert [row["vocab_size"] for row in result["scaling"]] == [100, 400]
+    assert result["scaling"][0]["mean_code_length"] < result["scaling"][1]["mean_code_length"]

@@ -353,6 +353,17 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               expected_to_fail="issue 15: 5 epochs took 365 s in the measured run and 216 s in a trial an hour "
                                "earlier, both with the load average below 1: the shared host's speed per CPU-second "
                                "varied 1.7x; 3 epochs (238 s) reach only 36.0% analogy accuracy"),
+        Claim("cbow_trains_faster", "CBOW trains faster per pass than skip-gram, with either output layer: one "
+              "example per position instead of one per (center, context) pair.",
+              "cbow_ns_train_seconds < sg_ns_train_seconds and cbow_hs_train_seconds < sg_hs_train_seconds"),
+        Claim("huffman_paths_short", "Frequent words get short Huffman codes: averaged over the corpus's tokens, a "
+              "word's path in the hierarchical softmax passes fewer inner nodes than log2 V.",
+              "hs_mean_code_length < hs_log2_vocab", unit="nodes"),
+        Claim("hs_ahead_after_one_pass", "After one pass over the first 2 M words, the hierarchical softmax's vectors "
+              "agree better with people than negative sampling's, with either architecture (WordSim-353 Spearman ρ "
+              "at least 0.05 higher).",
+              "min(sg_hs_wordsim353_spearman - sg_ns_wordsim353_spearman, "
+              "cbow_hs_wordsim353_spearman - cbow_ns_wordsim353_spearman) >= 0.05", profiles=("cpu",)),
     ),
     "08_bert": _claims(
         Claim("mlm_beats_unigram", "Masked-token prediction learns context: its accuracy beats the unigram "

@@ -692,10 +692,39 @@ def _sgns(vocab: int, dim: int, batch: int, negatives: int = 5, lr: float = 0.02
     return make
 
 
+def _w2v_variant(vocab: int, dim: int, batch: int, window: int, architecture: str, objective: str,
+                 negatives: int = 5):
+    """``make(b)`` of one SGD step of a word2vec variant (``SkipGram``/``CBOW.sgd_step``) on ``b`` examples.
+
+    Negative sampling shares ``batch // 16`` noise words, as :func:`_sgns`; the hierarchical softmax has
+    the Huffman tree of Zipf counts over as many words as a step touches at most, ``min(vocab, 8 batch)``
+    (the counter charges an in-place operation with its whole output tensor), and its targets are drawn
+    from the square roots of the counts, as subsampling flattens them. CBOW's windows are drawn as
+    training draws them (``context_windows``)."""
+    from .models import word2vec as w2v
+
+    rows = min(vocab, 8 * batch)
+    counts = (1e6 / torch.arange(1, rows + 1)).round().long()           # Zipf's law
+    tree = w2v.HuffmanTree.from_counts(counts) if objective == "hierarchical_softmax" else None
+    shared = max(negatives, batch // 16)
+
+    def make(b):
+        model = w2v.ARCHITECTURES[architecture](rows, dim, tree=tree)
+        targets = torch.multinomial(counts.double().sqrt(), b, replacement=True)
+        inputs = (w2v.context_windows(torch.randint(rows, (b,)), window) if architecture == "cbow"
+                  else torch.randint(rows, (b,)))
+        cdf = w2v.noise_distribution(counts).double().cumsum(0).float()
+        noise = lambda: None if tree is not None else w2v.sample_noise(cdf, (shared,))     # noqa: E731
+        return lambda: model.sgd_step(inputs, targets, noise(), 0.025, negatives / shared)
+    return make
+
+
 def word2vec(s: dict) -> list[Phase]:
     """Lab 8a: skip-gram's SGD steps on enwiki-17M (text8, which a GPU with a network reads, is as long)
-    and the analogy questions. Left out: reading and counting the corpus, subsampling and pairing each
-    chunk (a few vectorised operations per 100,000 words), the similarity sets, the plots."""
+    and the analogy questions; then section 11's four variants, one pass each over ``variants_words``
+    words, with their analogy questions. Left out: reading and counting the corpus, subsampling and
+    pairing each chunk (a few vectorised operations per 100,000 words), the Huffman trees, the lab's
+    self-checks, the similarity sets, the plots."""
     from .wordvectors import WordVectors, analogy_accuracy
 
     whole = s["max_words"] is None
@@ -707,15 +736,32 @@ def word2vec(s: dict) -> list[Phase]:
     pairs = s["epochs"] * words * kept * (s["window"] + 1)    # a kept word has 2 E[b_t] = window + 1 contexts
     B = s["batch_size"]
 
-    def analogies(q):
-        wv = WordVectors([f"w{i}" for i in range(vocab)], torch.randn(vocab, s["dim"]))
-        rows = torch.randint(min(30_000, vocab), (q, 4)).tolist()
-        asked = {"questions": [tuple(f"w{i}" for i in row) for row in rows]}
-        return lambda: analogy_accuracy(wv, asked, restrict_vocab=30_000)
+    def analogies(size):
+        def make(q):
+            wv = WordVectors([f"w{i}" for i in range(size)], torch.randn(size, s["dim"]))
+            rows = torch.randint(min(30_000, size), (q, 4)).tolist()
+            asked = {"questions": [tuple(f"w{i}" for i in row) for row in rows]}
+            return lambda: analogy_accuracy(wv, asked, restrict_vocab=30_000)
+        return make
 
+    # Section 11's four variants, one pass each over the first n words at t = 1e-3. Measured on enwiki-17M:
+    # vocabulary, share of the words in it and kept by subsampling, analogy questions covered.
+    n = s["variants_words"] or 16_970_402
+    measured = {16_970_402: (71_411, 0.97 * 0.77, 11_920), 2_000_000: (22_097, 0.72, 8_628), 100_000: (2_762, 0.60, 1_000)}
+    if n not in measured:
+        raise ValueError(f"lab 8a's variants_words = {n:,} has no measured vocabulary in workloads.word2vec: count "
+                         "it (Vocabulary.from_tokens of the first n words, min_count 5) and add it to `measured`.")
+    v_vocab, v_kept, v_questions = measured[n]
+    variants = [
+        Phase(f"{architecture} + {objective.replace('_', ' ')}, one pass",
+              n * v_kept * (s["window"] + 1 if architecture == "skipgram" else 1) / B, B,
+              _w2v_variant(v_vocab, s["dim"], B, s["window"], architecture, objective, s["negatives"]))
+        for architecture in ("skipgram", "cbow") for objective in ("negative_sampling", "hierarchical_softmax")]
     return [
         Phase("SGNS steps", pairs / B, B, _sgns(vocab, s["dim"], B, s["negatives"], s["lr"])),
-        _batched("analogy questions", 1, questions, analogies, 1024, small=(64, 128)),
+        _batched("analogy questions", 1, questions, analogies(vocab), 1024, small=(64, 128)),
+        *variants,
+        _batched("the variants' analogy questions", 4, v_questions, analogies(v_vocab), 1024, small=(64, 128)),
     ]
 
 
