@@ -4,8 +4,8 @@ Chapter 10 left the energy-based model's normaliser :math:`Z_\\theta` unknown ou
 and chapters 3 and 5 measured their likelihoods with estimates (AIS) and bounds (the importance-weighted
 bound). The two families here give :math:`\\log p_\\theta(x)` exactly, in one pass, by construction.
 
-Papers
-------
+Papers:
+
 * Dinh, Sohl-Dickstein & Bengio (2017), "Density estimation using Real NVP": the affine coupling
   layer, alternating masks, the logit transform of pixels.
 * Kingma & Dhariwal (2018), "Glow: generative flow with invertible 1x1 convolutions": ActNorm, a
@@ -47,9 +47,7 @@ pixel-by-pixel sampler); then the simplest exact baselines, independent pixels. 
 direct masked connection from the inputs to the outputs (strictly lower triangular): on its own, the
 logistic autoregressive model; with it, the hidden layer only has to learn a correction.
 
-Use
----
-::
+Use::
 
     flow = RealNVP(dim=2, n_layers=8, hidden=64)
     history = train_flow(flow, x_points, steps=2_000)
