@@ -447,6 +447,24 @@ def test_save_and_load_checkpoint_round_trip(tmp_path):
         train.load_checkpoint(tmp_path / "x" / "ck.pt", scheduler=opt)
 
 
+def test_a_history_keeps_its_info_through_a_checkpoint_and_reads_one_written_before_info(tmp_path):
+    history = train.History()
+    history.log_epoch({"loss": 0.5, "round": 1})
+    history.info.update(best_round=1, sizes=[[3, 2, 0]])   # not curves: a selected round, cluster sizes
+    history.seconds = 2.5
+    train.save_checkpoint(tmp_path / "ck.pt", history=history)
+    restored = train.History()
+    train.load_checkpoint(tmp_path / "ck.pt", history=restored)
+    assert restored == history and restored.info == {"best_round": 1, "sizes": [[3, 2, 0]]}
+    again = train.History()
+    again.load_state_dict(history.state_dict())
+    again.info["sizes"][0][0] = 99                         # a copy: the history it came from is unchanged
+    assert history.info["sizes"] == [[3, 2, 0]]
+    older = train.History()
+    older.load_state_dict({"steps": {"loss": [1.0]}, "epochs": {"loss": [1.0]}, "seconds": 1.0})  # no "info"
+    assert older.info == {} and older.steps == {"loss": [1.0]}
+
+
 class WritesAFile:
     """A crafted pickle: loading it with plain pickle runs code (here: it writes a file)."""
 

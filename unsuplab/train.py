@@ -33,6 +33,7 @@ checkpoints and resume. Custom loops reuse the parts: :func:`check_finite`, :fun
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import os
@@ -433,8 +434,17 @@ def run_steps(step_fn: Callable[[int], dict], n_steps: int, *, checkpoint: str |
 
 @dataclass
 class History:
-    """What :func:`fit` measured: ``steps`` (one entry per optimisation step) and ``epochs`` (the
-    mean of each step quantity over the epoch, plus what ``eval_fn`` returned), as dicts of lists.
+    """What a training run measured; :func:`fit`, :func:`run_steps` and every trainer of the models
+    return one.
+
+    * ``steps``: one entry per optimisation step (the loss and whatever else is logged), dicts of lists;
+    * ``epochs``: one row per epoch, dicts of lists of the same length: for :func:`fit` the mean of each
+      step quantity over the epoch, plus what ``eval_fn`` returned. A trainer that counts in rounds,
+      iterations or evaluation points instead writes one row per round (its docstring says which);
+    * ``seconds``: the training time, summed over resumed runs;
+    * ``info``: what a run measured that is not a curve of numbers, by name: DeepCluster's cluster sizes
+      per round, the round or step a trainer selected. Plain values only (numbers, strings, and lists
+      and dicts of them), so that a checkpoint can hold them.
 
     ``history.epochs["loss"]`` is the mean training loss of each epoch; ``history.last("loss")``
     the last epoch's; ``plot_history(history)`` draws the epoch curves.
@@ -443,6 +453,7 @@ class History:
     steps: dict[str, list[float]] = field(default_factory=dict)
     epochs: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0  # training time, summed over resumed runs
+    info: dict[str, Any] = field(default_factory=dict)  # what is not a curve: sizes, a selected round
 
     def log_step(self, values: Mapping[str, float]) -> None:
         for key, value in values.items():
@@ -464,12 +475,13 @@ class History:
         return self.epochs[key][-1]
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps, "epochs": self.epochs, "seconds": self.seconds}
+        return {"steps": self.steps, "epochs": self.epochs, "seconds": self.seconds, "info": self.info}
 
     def load_state_dict(self, state: Mapping) -> None:
         self.steps = {k: list(v) for k, v in state["steps"].items()}
         self.epochs = {k: list(v) for k, v in state["epochs"].items()}
         self.seconds = float(state.get("seconds", 0.0))
+        self.info = copy.deepcopy(dict(state.get("info", {})))  # a checkpoint from before info has none
 
 
 # ----------------------------------------------------------------------------------------------
