@@ -103,12 +103,13 @@ def deepcluster(e: Experiment, augment=ssl.simclr_augment, *, fixes: bool = True
         return torch.where(pseudo < k // 2, torch.zeros_like(pseudo), pseudo) if round_ == 0 else pseudo
 
     model = ssl.to_channels_last(ssl.Classifier(e.trunk(), k), "cpu")
-    log = ssl.train_deepcluster(model, e.x, rounds=e.args.dc_rounds, steps_per_round=e.args.dc_steps,
-                                batch_size=e.args.batch_size, lr=e.args.lr, augment=augment, labels=e.y,
-                                reassign=ssl.reassign_empty_clusters if fixes else None, balanced=fixes,
-                                relabel=lopsided if lopsided_start else None, seed=e.args.seed, progress_bar=False)
-    return {**e.evaluate(model), "largest": log["largest"], "empty": log["empty"],
-            "clusters_used": [k - empty for empty in log["empty"]], "nmi": log["nmi"]}
+    history = ssl.train_deepcluster(model, e.x, rounds=e.args.dc_rounds, steps_per_round=e.args.dc_steps,
+                                    batch_size=e.args.batch_size, lr=e.args.lr, augment=augment, labels=e.y,
+                                    reassign=ssl.reassign_empty_clusters if fixes else None, balanced=fixes,
+                                    relabel=lopsided if lopsided_start else None, seed=e.args.seed, progress_bar=False)
+    empty = [int(n) for n in history.epochs["empty"]]  # counts: a History holds floats
+    return {**e.evaluate(model), "largest": history.epochs["largest"], "empty": empty,
+            "clusters_used": [k - n for n in empty], "nmi": history.epochs["nmi"]}
 
 
 def relative_position(e: Experiment, steps: int, variant: str = "as in the lab") -> dict:

@@ -358,9 +358,9 @@ def test_full_07_self_supervised_deepcluster_round_step(lab7):
     torch.manual_seed(s["seed"])
     model = ssl.to_channels_last(ssl.Classifier(new_trunk(s), k), "cpu")
     before = snapshot(model.backbone)
-    log = ssl.train_deepcluster(model, x, rounds=1, steps_per_round=1, batch_size=REDUCED_BATCH, lr=s["lr"],
-                                kmeans_iters=s["dc_kmeans_iters"], balanced=True,
-                                reassign=ssl.reassign_empty_clusters, labels=y, seed=s["seed"], progress_bar=False)
-    assert log["empty"] == [0] and len(log["sizes"][0]) == k     # the fix leaves no cluster empty
-    assert all(math.isfinite(v) for v in log["loss"] + log["nmi"])
+    history = ssl.train_deepcluster(model, x, rounds=1, steps_per_round=1, batch_size=REDUCED_BATCH, lr=s["lr"],
+                                    kmeans_iters=s["dc_kmeans_iters"], balanced=True,
+                                    reassign=ssl.reassign_empty_clusters, labels=y, seed=s["seed"], progress_bar=False)
+    assert history.epochs["empty"] == [0] and len(history.info["sizes"][0]) == k     # the fix leaves no cluster empty
+    assert all(math.isfinite(v) for v in history.epochs["loss"] + history.epochs["nmi"] + history.steps["loss"])
     assert changed(before, model.backbone)

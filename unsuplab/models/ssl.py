@@ -1005,7 +1005,7 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
                       reassign: Callable | None = reassign_empty_clusters, balanced: bool = True,
                       augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                       labels: torch.Tensor | None = None, seed: int = 0, progress_bar: bool = True,
-                      relabel: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> dict:
+                      relabel: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> History:
     """DeepCluster's alternation (eqs. 7.7, 7.8) for ``rounds`` rounds on images ``x`` on the device.
 
     Each round: frozen features of all images -> :func:`pca_whiten` -> K-means with k = the head's
@@ -1019,29 +1019,30 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
     ``relabel(round, pseudo_labels)``, if given, replaces each round's pseudo-labels before they are
     logged and trained on (an experiment's handle, e.g. a first round made lopsided on purpose).
 
-    Returns, per round, ``empty`` (empty clusters), ``largest`` (the share of the images in the
-    largest cluster), ``loss`` (mean training loss) and, given the true ``labels``, ``nmi`` between
-    clusters and classes (a measurement only: labels are never used for training).
+    Returns a :class:`~unsuplab.train.History` whose ``epochs`` hold one row per **round**: ``empty``
+    (the number of empty clusters), ``largest`` (the share of the images in the largest cluster),
+    ``loss`` (the mean training loss of the round) and, given the true ``labels``, ``nmi`` between
+    clusters and classes (a measurement only: labels are never used for training). ``steps["loss"]``
+    holds every step's loss, round after round; ``info["sizes"]`` each round's cluster sizes, largest
+    first; ``seconds`` the time of the whole alternation, clustering included.
     """
     k = model.head.out_features
     augment = augment or simclr_augment
     generator = torch.Generator().manual_seed(seed)
     device = x.device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    log: dict[str, list] = {"empty": [], "largest": [], "loss": [], "sizes": []}
-    if labels is not None:
-        log["nmi"] = []
+    history = History(info={"sizes": []})
+    started = time.perf_counter()
     for round_ in range(rounds):
         codes = pca_whiten(extract_features(model, x), pca_dim)  # (N, pca_dim)
         pseudo, _ = kmeans_pseudo_labels(codes, k, iters=kmeans_iters, reassign=reassign, generator=generator)
         if relabel is not None:
             pseudo = relabel(round_, pseudo)
         sizes = torch.bincount(pseudo, minlength=k)
-        log["empty"].append(int((sizes == 0).sum()))
-        log["largest"].append(float(sizes.max()) / len(x))
-        log["sizes"].append(sizes.sort(descending=True).values.tolist())
+        clusters = {"empty": int((sizes == 0).sum()), "largest": float(sizes.max()) / len(x)}
+        history.info["sizes"].append(sizes.sort(descending=True).values.tolist())
         if labels is not None:
-            log["nmi"].append(metrics.nmi(labels.cpu(), pseudo.cpu()))
+            clusters["nmi"] = metrics.nmi(labels.cpu(), pseudo.cpu())
         model.reset_head()  # cluster ids are renumbered every round
         weights = balanced_weights(pseudo, k) if balanced else None
         batches = TensorBatches(torch.arange(len(x), device=device), batch_size=batch_size, drop_last=True,
@@ -1050,8 +1051,11 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
         def loss_fn(net: nn.Module, index: torch.Tensor) -> torch.Tensor:
             return F.cross_entropy(net(augment(x[index])), pseudo[index])  # eq. (7.8)
 
-        history = fit(model, loss_fn, batches, epochs=math.ceil(steps_per_round / len(batches)), optimizer=optimizer,
+        trained = fit(model, loss_fn, batches, epochs=math.ceil(steps_per_round / len(batches)), optimizer=optimizer,
                       max_steps=steps_per_round, seed=seed * 1_000 + round_, progress_bar=progress_bar,
                       desc=f"DeepCluster round {round_ + 1}/{rounds}")
-        log["loss"].append(sum(history.steps["loss"]) / len(history.steps["loss"]))
-    return log
+        losses = trained.steps["loss"]
+        history.steps.setdefault("loss", []).extend(losses)
+        history.log_epoch({**clusters, "loss": sum(losses) / len(losses)})
+        history.seconds = time.perf_counter() - started
+    return history
