@@ -287,12 +287,12 @@ def test_full_09_unsupervised_translation_step():
 
     before = _snapshot(model)
     warmup = call_arguments("09_unsupervised_translation", "train_unmt")["warmup"]
-    log = unmt.train_unmt(model, mono, wbw, iterations=1, steps=1, batch_size=s["batch_size"], lr=s["lr"],
-                          warmup=warmup, p_drop=s["p_drop"], k=s["k_shuffle"], evaluate=evaluate,
-                          select="score", seed=s["seed"], progress_bar=False)
+    history = unmt.train_unmt(model, mono, wbw, iterations=1, steps=1, batch_size=s["batch_size"], lr=s["lr"],
+                              warmup=warmup, p_drop=s["p_drop"], k=s["k_shuffle"], evaluate=evaluate,
+                              select="score", seed=s["seed"], progress_bar=False)
     terms = ["auto_en", f"auto_{lang}", f"bt_en_{lang}", f"bt_{lang}_en"]
-    assert all(math.isfinite(log[t][0]) for t in terms), {t: log.get(t) for t in terms}
-    assert log["best_round"] == 1
+    assert all(math.isfinite(history.epochs[t][0]) for t in terms), {t: history.epochs.get(t) for t in terms}
+    assert history.info["best_round"] == 1
     assert {"embed.weight", "encoder.layers.0.self_attn.in_proj_weight"} <= set(_moved(model, before))
     lo, hi = vocab.lang_range(lang)
     assert len(translations) == 4 and all(lo <= i < hi for sentence in translations for i in sentence)
@@ -304,7 +304,7 @@ def test_full_09_supervised_translation_step():
     parallel = {"en": mono["en"], lang: [vocab.encode([w.replace("e", "x") for w in t], lang) for t in tokenised["en"]]}
     before = _snapshot(model)
     warmup = call_arguments("09_unsupervised_translation", "train_supervised")["warmup"]
-    log = unmt.train_supervised(model, parallel, steps=1, batch_size=2 * s["batch_size"], lr=s["lr"],
-                                warmup=warmup, seed=s["seed"], progress_bar=False)
-    assert math.isfinite(log[f"sup_en_{lang}"][0]) and math.isfinite(log[f"sup_{lang}_en"][0])
+    history = unmt.train_supervised(model, parallel, steps=1, batch_size=2 * s["batch_size"], lr=s["lr"],
+                                    warmup=warmup, seed=s["seed"], progress_bar=False)
+    assert math.isfinite(history.epochs[f"sup_en_{lang}"][0]) and math.isfinite(history.epochs[f"sup_{lang}_en"][0])
     assert {"embed.weight", "decoder.layers.0.multihead_attn.in_proj_weight"} <= set(_moved(model, before))

@@ -239,12 +239,16 @@ def test_train_unmt_logs_the_four_terms_and_restores_the_selected_round(one_thre
         snapshots.append(state(m))                       # the weights of the round being scored
         return {"score": scores[len(snapshots) - 1]}
 
-    log = unmt.train_unmt(model, mono, wbw, iterations=2, steps=3, batch_size=4, lr=1e-2, warmup=1,
-                          evaluate=evaluate, select="score", seed=0, progress_bar=False)
-    assert log["round"] == [1, 2] and log["score"] == scores and len(log["seconds"]) == 2
+    history = unmt.train_unmt(model, mono, wbw, iterations=2, steps=3, batch_size=4, lr=1e-2, warmup=1,
+                              evaluate=evaluate, select="score", seed=0, progress_bar=False)
+    per_round = history.epochs                           # one row per round
+    assert per_round["round"] == [1, 2] and per_round["score"] == scores and history.seconds > 0
     for term in ("auto_en", "auto_fr", "bt_en_fr", "bt_fr_en"):
-        assert len(log[term]) == 2 and all(math.isfinite(v) and v > 0 for v in log[term]), term
-    assert log["best_round"] == best_round
+        assert len(per_round[term]) == 2 and all(math.isfinite(v) and v > 0 for v in per_round[term]), term
+        steps = history.steps[term]                      # every step's term; the row holds each round's mean
+        assert len(steps) == 6 and per_round[term] == [sum(steps[:3]) / 3, sum(steps[3:]) / 3], term
+    assert history.steps["step"] == [1, 2, 3, 4, 5, 6]   # counted across the rounds
+    assert history.info == {"best_round": best_round}
     assert not same_weights(snapshots[0], snapshots[1])            # round 2 trained on
     assert same_weights(state(model), snapshots[best_round - 1])   # and the selected round came back
     assert not model.training
@@ -269,13 +273,15 @@ def test_train_unmt_trains_with_back_translation_loss_from_the_previous_model(mo
 
     monkeypatch.setattr(unmt, "back_translation_loss", counted)
     monkeypatch.setattr(unmt, "BackTranslations", Recorded)
-    log = unmt.train_unmt(tiny_model(vocab), mono, wbw, iterations=2, steps=3, batch_size=4, lr=1e-2, warmup=1,
-                          seed=0, progress_bar=False)
+    history = unmt.train_unmt(tiny_model(vocab), mono, wbw, iterations=2, steps=3, batch_size=4, lr=1e-2, warmup=1,
+                              seed=0, progress_bar=False)
     assert len(calls) == 2 * 3 * 2 and {c[0] for c in calls} == {"Recorded"}
     assert built_from == ["WordByWord", "WordByWord", "Seq2Seq", "Seq2Seq"]     # M^(0), then M^(1)
     for term in ("bt_en_fr", "bt_fr_en"):                # the logged term is the mean of what it returned
         first_round = [value for _, name, value in calls[:6] if name == term]
-        assert log[term][0] == pytest.approx(sum(first_round) / 3)
+        assert history.epochs[term][0] == pytest.approx(sum(first_round) / 3)
+        assert history.steps[term][:3] == pytest.approx(first_round)
+    assert history.info == {"best_round": 0}             # nothing selected
 
 
 def test_train_supervised_learns_a_tiny_translation_task(one_thread):
@@ -290,9 +296,12 @@ def test_train_supervised_learns_a_tiny_translation_task(one_thread):
             return model(x, x_len, y, y_len, "fr").item()
 
     before = loss_en_fr()
-    log = unmt.train_supervised(model, mono, steps=40, batch_size=4, lr=1e-2, warmup=1, seed=0, progress_bar=False)
+    history = unmt.train_supervised(model, mono, steps=40, batch_size=4, lr=1e-2, warmup=1, seed=0, progress_bar=False)
     assert loss_en_fr() < 0.5 * before
-    assert set(log) == {"sup_en_fr", "sup_fr_en", "seconds"} and len(log["sup_en_fr"]) == 1 and log["seconds"] > 0
+    assert set(history.epochs) == {"sup_en_fr", "sup_fr_en"} and len(history.epochs["sup_en_fr"]) == 1  # the whole run
+    steps = history.steps["sup_en_fr"]                   # every step's loss; the row holds their mean
+    assert len(steps) == 40 and history.epochs["sup_en_fr"][0] == sum(steps) / 40
+    assert history.seconds > 0
 
 
 def test_train_supervised_rejects_corpora_that_do_not_pair_line_by_line():

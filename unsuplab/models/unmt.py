@@ -26,7 +26,7 @@ Use::
     wbw = WordByWord(vocab, {("en", "fr"): best_translations(pairs, counts_fr), ...})   # M^(0)
     model = Seq2Seq(vocab)                                   # shared encoder/decoder, all languages
     init_embeddings_from_dictionary(model, wbw, "en", "fr")  # a word starts where its translation does
-    log = train_unmt(model, mono, wbw, iterations=3, steps=2000)
+    history = train_unmt(model, mono, wbw, iterations=3, steps=2000)   # history.epochs: one row per round
 
 Everything is device-agnostic: tensors follow the inputs or the module's parameters.
 """
@@ -47,7 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..metrics import corpus_bleu
-from ..train import autocast, backward_and_step, check_finite, eval_mode, grad_scaler, run_steps, warmup_schedule
+from ..train import (History, autocast, backward_and_step, check_finite, eval_mode, grad_scaler, run_steps,
+                     warmup_schedule)
 
 __all__ = [
     "tokenize_sentence", "detokenize", "MTVocab", "pad", "monolingual_halves", "word_drop", "local_shuffle",
@@ -607,10 +608,12 @@ def _optimizer(model: nn.Module, lr: float, warmup: int):
 
 
 def _train_steps(model: Seq2Seq, optimizer, scheduler, losses: Callable[[torch.Generator], dict[str, torch.Tensor]],
-                 steps: int, g: torch.Generator, clip: float, desc: str, progress_bar: bool, log: dict) -> None:
+                 steps: int, g: torch.Generator, clip: float, desc: str, progress_bar: bool,
+                 history: History) -> dict[str, float]:
     """``steps`` optimiser steps on the sum of the loss terms that ``losses(g)`` returns for fresh batches,
-    in the course's step loop (:func:`unsuplab.train.run_steps` checks and logs every term); the mean of
-    each term over the steps is appended to ``log``."""
+    in the course's step loop (:func:`unsuplab.train.run_steps` checks and logs every term). Every step's
+    terms are appended to ``history.steps`` (``step`` counted on from the steps already there); returns
+    the mean of each term over these steps."""
     model.train()
     scaler = grad_scaler(model.device)  # float16 (a T4) needs one; elsewhere it does nothing
 
@@ -621,16 +624,21 @@ def _train_steps(model: Seq2Seq, optimizer, scheduler, losses: Callable[[torch.G
         scheduler.step()
         return terms
 
-    history = run_steps(step, steps, desc=desc, progress_bar=progress_bar)
-    for name, values in history.steps.items():
+    trained = run_steps(step, steps, desc=desc, progress_bar=progress_bar)
+    done = len(history.steps.get("step", []))
+    history.steps.setdefault("step", []).extend(done + s for s in trained.steps.get("step", []))
+    means = {}
+    for name, values in trained.steps.items():
         if name != "step":
-            log.setdefault(name, []).append(sum(values) / max(steps, 1))
+            history.steps.setdefault(name, []).extend(values)
+            means[name] = sum(values) / max(steps, 1)
+    return means
 
 
 def train_unmt(model: Seq2Seq, mono: dict[str, Sequence[Sequence[int]]], translator, *, iterations: int = 3,
                steps: int = 2_000, batch_size: int = 64, lr: float = 5e-4, warmup: int = 500, p_drop: float = 0.1,
                k: int = 3, clip: float = 1.0, evaluate: Callable[[Seq2Seq], dict] | None = None,
-               select: str | None = None, seed: int = 0, progress_bar: bool = True) -> dict:
+               select: str | None = None, seed: int = 0, progress_bar: bool = True) -> History:
     """Unsupervised training of Lample et al. (2018), eq. (9.11), for ``iterations`` rounds.
 
     ``mono`` maps each of two languages to its monolingual sentences (lists of ids of ``model.vocab``);
@@ -645,7 +653,11 @@ def train_unmt(model: Seq2Seq, mono: dict[str, Sequence[Sequence[int]]], transla
        ``select`` naming one of them, the model of the round where it was highest is restored at the end
        (round-trip BLEU: model selection without parallel data).
 
-    Returns the log: per round the mean of each loss term, the evaluation, the seconds, ``best_round``.
+    Returns a :class:`~unsuplab.train.History` whose ``epochs`` hold one row per **round** (iteration):
+    ``round`` (1, 2, ...), the mean of each loss term over the round's steps (``auto_en``, ``bt_fr_en``...)
+    and what ``evaluate`` returned. ``steps`` holds every step's loss terms, ``step`` counted across rounds;
+    ``info["best_round"]`` the round that ``select`` chose (0 without ``select``); ``seconds`` the time
+    of the rounds, back-translation and evaluation included.
     """
     langs = list(mono)
     if len(langs) != 2:
@@ -654,7 +666,7 @@ def train_unmt(model: Seq2Seq, mono: dict[str, Sequence[Sequence[int]]], transla
     device = model.device
     g = torch.Generator().manual_seed(seed)
     opt, sched = _optimizer(model, lr, warmup)
-    log: dict = {"round": [], "seconds": [], "best_round": 0}
+    history = History(info={"best_round": 0})
     best, best_state = -float("inf"), None
     started = time.perf_counter()
     for t in range(1, iterations + 1):
@@ -673,30 +685,31 @@ def train_unmt(model: Seq2Seq, mono: dict[str, Sequence[Sequence[int]]], transla
                 terms[f"bt_{l_x}_{l_y}"] = back_translation_loss(model, back[l_y], y, y_len, l_y, l_x, p_drop, k)
             return terms
 
-        _train_steps(model, opt, sched, losses, steps, g, clip, f"round {t}", progress_bar, log)
+        means = _train_steps(model, opt, sched, losses, steps, g, clip, f"round {t}", progress_bar, history)
         # 3. the new model translates in the next round; evaluate it
         model.eval()
-        log["round"].append(t)
-        log["seconds"].append(time.perf_counter() - started)
-        if evaluate is not None:
-            for name, value in evaluate(model).items():
-                log.setdefault(name, []).append(value)
-            if select is not None and log[select][-1] > best:
-                best, log["best_round"] = log[select][-1], t
-                best_state = copy.deepcopy(model.state_dict())
+        scores = dict(evaluate(model)) if evaluate is not None else {}
+        history.log_epoch({"round": t, **means, **scores})
+        history.seconds = time.perf_counter() - started
+        if evaluate is not None and select is not None and history.epochs[select][-1] > best:
+            best, history.info["best_round"] = history.epochs[select][-1], t
+            best_state = copy.deepcopy(model.state_dict())
         translator = copy.deepcopy(model).eval()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return log
+    return history
 
 
 def train_supervised(model: Seq2Seq, parallel: dict[str, Sequence[Sequence[int]]], *, steps: int = 6_000,
                      batch_size: int = 64, lr: float = 5e-4, warmup: int = 500, clip: float = 1.0,
-                     seed: int = 0, progress_bar: bool = True) -> dict:
+                     seed: int = 0, progress_bar: bool = True) -> History:
     """The upper bound: the same model trained on sentence pairs, both directions at each step.
 
     ``parallel`` maps two languages to the two sides of a parallel corpus (line ``i`` translates line ``i``).
+    Returns a :class:`~unsuplab.train.History`: ``steps`` holds each direction's loss at every step
+    (``sup_en_fr``, ``sup_fr_en``), ``epochs`` one row for the **whole run** (the mean of each over the
+    steps), ``seconds`` the training time.
     """
     langs = list(parallel)
     if len(langs) != 2:
@@ -709,7 +722,7 @@ def train_supervised(model: Seq2Seq, parallel: dict[str, Sequence[Sequence[int]]
     device, n = model.device, len(parallel[langs[0]])
     g = torch.Generator().manual_seed(seed)
     opt, sched = _optimizer(model, lr, warmup)
-    log: dict = {}
+    history = History()
     started = time.perf_counter()
 
     def losses(g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -721,7 +734,7 @@ def train_supervised(model: Seq2Seq, parallel: dict[str, Sequence[Sequence[int]]
             terms[f"sup_{l1}_{l2}"] = model(x, x_len, y, y_len, l2)
         return terms
 
-    _train_steps(model, opt, sched, losses, steps, g, clip, "supervised", progress_bar, log)
+    history.log_epoch(_train_steps(model, opt, sched, losses, steps, g, clip, "supervised", progress_bar, history))
     model.eval()
-    log["seconds"] = time.perf_counter() - started
-    return log
+    history.seconds = time.perf_counter() - started
+    return history
