@@ -237,10 +237,12 @@ def test_full_09_word_vectors_robust_start_and_adversarial_alignment():
     X = wt.normalize_embeddings(torch.randn(16_000, d, generator=g))
     Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g))
     Y = X @ Q.T
-    W_adv, log = wt.adversarial_alignment(X, Y, seed=s["seed"], progress_bar=False, **{**game, "steps": 2, "eval_every": 2})
+    W_adv, history = wt.adversarial_alignment(X, Y, seed=s["seed"], progress_bar=False,
+                                              **{**game, "steps": 2, "eval_every": 2})
     assert W_adv.shape == (d, d)
     assert not torch.equal(W_adv, torch.eye(d)), "the map W did not move from the identity"
-    assert log["step"] == [2] and math.isfinite(log["criterion"][0]) and 0 <= log["dis_accuracy"][0] <= 1
+    per_eval = history.epochs                        # one row per evaluation
+    assert per_eval["step"] == [2] and math.isfinite(per_eval["criterion"][0]) and 0 <= per_eval["dis_accuracy"][0] <= 1
     W_ref, ref_log = wt.procrustes_refinement(X, Y, W_adv, **{**refine, "iterations": 1})
     assert wt.is_orthogonal(W_ref) and all(math.isfinite(c) for c in ref_log["criterion"])
     seed_pairs = wt.similarity_seed(X, Y, n=s["n_signature"])

@@ -202,10 +202,15 @@ def test_adversarial_alignment_is_a_loop_over_the_two_named_steps(monkeypatch):
         monkeypatch.setattr(wt, name, counted(name))
     X, Y = two_clouds(n=40)
     X, Y = wt.normalize_embeddings(X), wt.normalize_embeddings(Y)
-    W, log = wt.adversarial_alignment(X, Y, steps=3, dis_steps=2, batch_size=8, hidden=8, eval_every=2,
-                                      criterion_words=40, progress_bar=False)
+    W, history = wt.adversarial_alignment(X, Y, steps=3, dis_steps=2, batch_size=8, hidden=8, eval_every=2,
+                                          criterion_words=40, progress_bar=False)
     assert calls == {"discriminator_step": 6, "mapping_step": 3}
-    assert log["step"] == [2, 3] and all(0 <= a <= 1 for a in log["dis_accuracy"]) and W.shape == (4, 4)
+    per_eval = history.epochs                                       # one row per evaluation
+    assert per_eval["step"] == [2, 3] and all(0 <= a <= 1 for a in per_eval["dis_accuracy"]) and W.shape == (4, 4)
+    assert history.steps["step"] == [1, 2, 3] and len(history.steps["map_loss"]) == 3    # one entry per step of W
+    steps = history.steps["dis_loss"]                # each the mean of its two updates; the evaluations' means agree
+    assert per_eval["dis_loss"] == pytest.approx([sum(steps[:2]) / 2, steps[2]])
+    assert history.info["best_step"] in (2, 3) and history.seconds > 0
 
 
 def test_single_thread_on_cpu_pins_one_thread_and_restores_the_count():
@@ -259,9 +264,9 @@ def test_adversarial_alignment_and_procrustes_recover_a_hidden_rotation():
     X, Y = wt.normalize_embeddings(X), wt.normalize_embeddings(Y)
     gold = torch.stack([torch.arange(n), perm], 1)
     assert wt.translation_precision(X, Y, gold)["P@1"] < 0.05                          # the identity is wrong
-    W, log = wt.adversarial_alignment(X, Y, steps=400, batch_size=64, hidden=64, eval_every=100, lr=0.5,
-                                      criterion_words=n, most_frequent=n, progress_bar=False)
-    assert len(log["criterion"]) == 4 and log["criterion"][-1] > 0.95
+    W, history = wt.adversarial_alignment(X, Y, steps=400, batch_size=64, hidden=64, eval_every=100, lr=0.5,
+                                          criterion_words=n, most_frequent=n, progress_bar=False)
+    assert len(history.epochs["criterion"]) == 4 and history.epochs["criterion"][-1] > 0.95
     W, refine_log = wt.procrustes_refinement(X, Y, W, iterations=3, max_rank=n, criterion_words=n)
     assert wt.is_orthogonal(W) and refine_log["pairs"][-1] > n / 2
     assert wt.translation_precision(X @ W.T, Y, gold, method="csls")["P@1"] > 0.9

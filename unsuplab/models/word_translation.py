@@ -32,7 +32,7 @@ alternates them.
 Use::
 
     X, Y = normalize_embeddings(wv_en.vectors), normalize_embeddings(wv_fr.vectors)
-    W, log = adversarial_alignment(X, Y)                     # (d, d), no dictionary used
+    W, history = adversarial_alignment(X, Y)                 # (d, d), no dictionary used
     W, _ = procrustes_refinement(X, Y, W)                    # refine on its own induced dictionary
     p = translation_precision(X @ W.T, Y, test_ids, method="csls")     # {'P@1': ..., 'P@5': ..., 'n': ...}
 
@@ -41,6 +41,7 @@ Everything is device-agnostic: tensors follow the inputs or the module's paramet
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import torch
@@ -48,7 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..runtime import cpu_threads
-from ..train import progress
+from ..train import History, progress
 
 __all__ = [
     "normalize_embeddings", "procrustes", "is_orthogonal", "orthogonalize_step", "csls",
@@ -308,7 +309,7 @@ def adversarial_alignment(X: torch.Tensor, Y: torch.Tensor, *, steps: int = 20_0
                           dis_steps: int = 5, lr: float = 0.1, lr_decay: float = 0.98, beta: float = 0.001,
                           smooth: float = 0.1, most_frequent: int = 50_000, hidden: int = 2048,
                           eval_every: int = 1_000, criterion_words: int = 10_000, seed: int = 0,
-                          progress_bar: bool = True) -> tuple[torch.Tensor, dict]:
+                          progress_bar: bool = True) -> tuple[torch.Tensor, History]:
     """Learn an orthogonal ``W`` (d, d) with ``X W^T`` indistinguishable from ``Y``, without a dictionary.
 
     The game of Conneau et al. (2018): a :class:`Discriminator` learns to tell mapped source vectors from
@@ -316,12 +317,19 @@ def adversarial_alignment(X: torch.Tensor, Y: torch.Tensor, *, steps: int = 20_0
     loss (:func:`mapping_step`, 9.3), after which ``W`` is pulled back to the orthogonal matrices (9.4). Only
     the ``most_frequent`` words of each side are drawn (rare words have poor vectors); labels are smoothed by
     ``smooth``. SGD with ``lr``, multiplied by ``lr_decay`` every ``eval_every`` steps, when the criterion
-    (9.7) is also computed and the best ``W`` so far kept. Returns ``(W, log)`` with ``log`` holding the
-    step, the criterion, the discriminator's accuracy and loss at each evaluation, and the best step.
+    (9.7) is also computed and the best ``W`` so far kept.
+
+    Returns ``(W, history)``, ``W`` the best map and ``history`` a :class:`~unsuplab.train.History` whose
+    ``epochs`` hold one row per **evaluation** (every ``eval_every`` steps, and at the last step): ``step``,
+    ``criterion`` (9.7), and the discriminator's mean ``dis_accuracy`` and ``dis_loss`` since the previous
+    evaluation. ``steps`` holds, at every step of ``W``, ``step``, its ``map_loss`` (9.3) and the mean
+    ``dis_loss`` and ``dis_accuracy`` of the ``dis_steps`` updates before it; ``info["best_step"]`` the
+    step of the ``W`` returned; ``seconds`` the time of the game.
     """
     X, Y = _matrix("X", X), _matrix("Y", Y, X.shape[1])
     d, device = X.shape[1], X.device
-    log = {"step": [], "criterion": [], "dis_accuracy": [], "dis_loss": [], "best_step": 0}
+    history = History(info={"best_step": 0})
+    started = time.perf_counter()
     threads = torch.get_num_threads()                                  # the caller's, for the criterion
     with single_thread_on_cpu(device):
         g = torch.Generator(device="cpu").manual_seed(seed)
@@ -334,26 +342,32 @@ def adversarial_alignment(X: torch.Tensor, Y: torch.Tensor, *, steps: int = 20_0
         best, best_W = -float("inf"), W.detach().clone()
         dis_losses, dis_accuracies = [], []                            # since the last evaluation
         for step in progress(range(1, steps + 1), desc="adversarial", disable=not progress_bar):
+            step_losses, step_accuracies = [], []                      # this step's discriminator updates
             for _ in range(dis_steps):
                 x, y = _sample_words(X, Y, batch_size, n_x, n_y, g)
                 loss_d, accuracy = discriminator_step(dis, opt_d, W, x, y, smooth)       # (9.2)
-                dis_losses.append(loss_d)
-                dis_accuracies.append(accuracy)
+                step_losses.append(loss_d)
+                step_accuracies.append(accuracy)
+            dis_losses += step_losses
+            dis_accuracies += step_accuracies
             x, y = _sample_words(X, Y, batch_size, n_x, n_y, g)
-            mapping_step(dis, opt_w, W, x, y, smooth, beta)                             # (9.3), (9.4)
+            loss_w = mapping_step(dis, opt_w, W, x, y, smooth, beta)                    # (9.3), (9.4)
+            history.log_step({"step": step, "map_loss": loss_w,
+                              "dis_loss": sum(step_losses) / max(len(step_losses), 1),
+                              "dis_accuracy": sum(step_accuracies) / max(len(step_accuracies), 1)})
             if step % eval_every == 0 or step == steps:
                 with cpu_threads(threads, device):                       # (9.7): one big product, every core
                     criterion = unsupervised_criterion(F.normalize(X @ W.detach().T, dim=1), Y, criterion_words)
-                log["step"].append(step)
-                log["criterion"].append(criterion)
-                log["dis_accuracy"].append(sum(dis_accuracies) / max(len(dis_accuracies), 1))
-                log["dis_loss"].append(sum(dis_losses) / max(len(dis_losses), 1))
+                history.log_epoch({"step": step, "criterion": criterion,
+                                   "dis_accuracy": sum(dis_accuracies) / max(len(dis_accuracies), 1),
+                                   "dis_loss": sum(dis_losses) / max(len(dis_losses), 1)})
                 dis_losses, dis_accuracies = [], []
                 if criterion > best:
-                    best, best_W, log["best_step"] = criterion, W.detach().clone(), step
+                    best, best_W, history.info["best_step"] = criterion, W.detach().clone(), step
                 for group in (*opt_w.param_groups, *opt_d.param_groups):
                     group["lr"] *= lr_decay
-    return best_W, log
+    history.seconds = time.perf_counter() - started
+    return best_W, history
 
 
 # ---------------------------------------------------------------------------------------------
