@@ -286,10 +286,11 @@ def test_full_07_self_supervised_position_colour_instance_supervised_step(lab7):
     relnet = ssl.to_channels_last(ssl.RelativePositionNet(new_trunk(s)), "cpu")
     before = snapshot(relnet)
 
-    def position_loss(model, index):
-        centre, neighbour, k = ssl.patch_pairs(ssl.random_crop_flip(x[index], padding=0),
-                                               s["patch"], s["gap"], s["jitter"])
-        return F.cross_entropy(model(centre, neighbour), k)
+    def position_loss(model, index):  # the lab's 2 x 2 grid, each patch recoloured
+        first, second, k = ssl.patch_pairs(ssl.random_crop_flip(x[index], padding=0),
+                                           s["grid_patch"], s["gap"], s["jitter"], grid=2)
+        recolour = lambda p: ssl.random_grayscale(ssl.color_jitter(p), p=0.5)  # noqa: E731
+        return F.cross_entropy(model(recolour(first), recolour(second)), k)
 
     assert finite(lab7_train(s, relnet, position_loss, B, B)) and changed(before, relnet)
 

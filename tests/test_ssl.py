@@ -320,6 +320,24 @@ def test_patch_pairs_cut_the_centre_and_the_labelled_neighbour(patch, gap, jitte
     assert torch.equal(centre[:, 0, -1, -1] - centre[:, 0, 0, 0], torch.full((64,), (patch - 1) * 101.0))
 
 
+def test_patch_pairs_on_a_2x2_grid_ask_all_eight_offsets_inside_the_grid():
+    patch, gap, jitter = 14, 2, 1
+    x = coordinate_image().repeat(512, 1, 1, 1)[..., :32, :32]  # the 32-pixel images the lab uses
+    torch.manual_seed(0)
+    first, second, k = ssl.patch_pairs(x, patch, gap, jitter, grid=2)
+    assert first.shape == second.shape == (512, 3, patch, patch)
+    assert set(k.tolist()) == set(range(8))  # diagonals too, as on the 3 x 3 grid
+    corner = lambda p: torch.stack([p[:, 0, 0, 0] // 100, p[:, 0, 0, 0] % 100], 1)  # noqa: E731
+    step = corner(second) - corner(first)
+    expected = torch.tensor(ssl.NEIGHBOUR_OFFSETS, dtype=step.dtype)[k] * (patch + gap)
+    assert ((step - expected).abs() <= 2 * jitter).all()
+    # a straight step (up, down, left, right) starts from either cell of its row or column, not always the same
+    straight = (torch.tensor(ssl.NEIGHBOUR_OFFSETS)[k] == 0).any(1)
+    assert len(set(corner(first)[straight & (k == 4), 0].div(patch + gap, rounding_mode="floor").tolist())) == 2
+    with pytest.raises(ValueError, match="grid must be 3"):
+        ssl.patch_pairs(x, 8, 2, 1, grid=4)
+
+
 def test_patch_pairs_refuse_a_grid_that_does_not_fit():
     with pytest.raises(ValueError, match="needs 36 pixels"):
         ssl.patch_pairs(torch.rand(2, 3, 32, 32), 10, 2, 1)

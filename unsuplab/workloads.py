@@ -587,9 +587,10 @@ def self_supervised(s: dict) -> list[Phase]:
         return F.cross_entropy(m(x_rot), r)
 
     def position(m, x):
-        pairs = ssl.patch_pairs(ssl.random_crop_flip(x, padding=0), s["patch"], s["gap"], s["jitter"])
-        centre, neighbour, where = pairs
-        return F.cross_entropy(m(centre, neighbour), where)
+        pairs = ssl.patch_pairs(ssl.random_crop_flip(x, padding=0), s["grid_patch"], s["gap"], s["jitter"], grid=2)
+        first, second, where = pairs
+        recolour = lambda p: ssl.random_grayscale(ssl.color_jitter(p), p=0.5)  # noqa: E731
+        return F.cross_entropy(m(recolour(first), recolour(second)), where)
 
     def colour(m, x):
         images = ssl.random_crop_flip(x)

@@ -18,7 +18,10 @@ evaluation (frozen features, a linear probe and a weighted k-NN):
   .. math:: L_{pos} = -\\frac{1}{B} \\sum_{i} \\log p_{k_i}\\big(g([f_\\theta(p_{0,i}), f_\\theta(p_{k_i,i})])\\big)   (7.2)
 
   A gap between the patches and a random jitter of each patch remove the low-level shortcut of
-  continuing edges and colours across the border (:func:`boundary_guess` takes that shortcut).
+  continuing edges and colours across the border (:func:`boundary_guess` takes that shortcut). On
+  small images the same question can be asked of a 2 x 2 grid of larger patches
+  (:func:`patch_pairs` with ``grid=2``): the first patch then sits in whichever cell keeps its
+  neighbour inside the grid.
 
 * Colorization (Zhang, Isola & Efros 2016). From the lightness L of the CIE Lab image, predict for
   every location a distribution :math:`\\hat Z_{hw}` over Q quantised colours (a, b); the loss is a
@@ -367,35 +370,46 @@ def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> 
     return x[batch, :, rows, cols].permute(0, 3, 1, 2)  # (B, size, size, C) -> (B, C, size, size)
 
 
-def patch_pairs(x: torch.Tensor, patch: int = 8, gap: int = 2, jitter: int = 1
+def patch_pairs(x: torch.Tensor, patch: int = 8, gap: int = 2, jitter: int = 1, grid: int = 3
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The inputs and labels of eq. (7.2): for each image, the centre patch of a 3 x 3 grid placed at
-    random, one of its 8 neighbours chosen at random, and the neighbour's position k (0..7, see
-    :data:`NEIGHBOUR_OFFSETS`).
+    """The inputs and labels of eq. (7.2): two patches of a grid placed at random in each image, and
+    the position k (0..7, see :data:`NEIGHBOUR_OFFSETS`) of the second relative to the first.
 
-    Grid cells are ``patch + gap`` pixels apart, and each patch moves by up to ``jitter`` pixels in
-    each direction, so that no line or texture runs straight from one patch into the other
+    ``grid=3`` is Doersch et al.'s layout: the first patch is the centre of a 3 x 3 grid, the second one
+    of its 8 neighbours. ``grid=2`` asks the same question of a 2 x 2 grid, where patches can be half as
+    large again on a small image: for each of the 8 offsets, the first patch sits in the cell from which
+    the offset stays inside the grid (one of two cells when the offset is straight up, down, left or
+    right). Grid cells are ``patch + gap`` pixels apart, and each patch moves by up to ``jitter`` pixels
+    in each direction, so that no line or texture runs straight from one patch into the other
     (Doersch et al. 2015 used a gap of half a patch and a jitter of 7 pixels on 96-pixel patches).
-    Returns ``centre`` and ``neighbour`` (B, C, patch, patch) and ``k`` (B,) int64.
+    Returns the first (``centre``) and second (``neighbour``) patches, (B, C, patch, patch), and ``k``
+    (B,) int64.
     """
     _check_images(x)
+    if grid not in (2, 3):
+        raise ValueError(f"grid must be 3 (a centre and its 8 neighbours) or 2 (a 2 x 2 grid), got {grid!r}.")
     b, c, h, w = x.shape
-    span = 3 * patch + 2 * gap + 2 * jitter
+    span = grid * patch + (grid - 1) * gap + 2 * jitter
     if span > min(h, w):
-        raise ValueError(f"a 3 x 3 grid of {patch}-pixel patches with gap {gap} and jitter {jitter} needs "
-                         f"{span} pixels, but the images are {h} x {w}: use smaller patches, gap or jitter.")
+        raise ValueError(f"a {grid} x {grid} grid of {patch}-pixel patches with gap {gap} and jitter {jitter} "
+                         f"needs {span} pixels, but the images are {h} x {w}: use smaller patches, gap or jitter.")
     device, cell = x.device, patch + gap
     top = torch.randint(0, h - span + 1, (b,), device=device) + jitter  # the grid's top-left corner
     left = torch.randint(0, w - span + 1, (b,), device=device) + jitter
     k = torch.randint(0, 8, (b,), device=device)
-    offsets = torch.tensor(NEIGHBOUR_OFFSETS, device=device)[k]  # (B, 2)
+    offsets = torch.tensor(NEIGHBOUR_OFFSETS, device=device)[k]  # (B, 2): the second patch's (row, column) step
 
     def jittered(n: int) -> torch.Tensor:
         return torch.randint(-jitter, jitter + 1, (n,), device=device)
 
-    centre = _crop(x, top + cell + jittered(b), left + cell + jittered(b), patch)
-    neighbour = _crop(x, top + (1 + offsets[:, 0]) * cell + jittered(b),
-                      left + (1 + offsets[:, 1]) * cell + jittered(b), patch)
+    if grid == 3:
+        first = torch.ones_like(offsets)  # (B, 2): the centre cell
+    else:  # a step of -1 starts from cell 1, +1 from cell 0, 0 from either
+        either = torch.randint(0, 2, (b, 2), device=device)
+        first = torch.where(offsets == 0, either, (offsets == -1).long())
+    second = first + offsets
+    centre = _crop(x, top + first[:, 0] * cell + jittered(b), left + first[:, 1] * cell + jittered(b), patch)
+    neighbour = _crop(x, top + second[:, 0] * cell + jittered(b), left + second[:, 1] * cell + jittered(b), patch)
     return centre, neighbour, k
 
 
