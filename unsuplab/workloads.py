@@ -587,7 +587,7 @@ def self_supervised(s: dict) -> list[Phase]:
         return F.cross_entropy(m(x_rot), r)
 
     def position(m, x):
-        pairs = ssl.patch_pairs(ssl.random_crop_flip(x, padding=0), s["grid_patch"], s["gap"], s["jitter"], grid=2)
+        pairs = ssl.patch_pairs(x, s["grid_patch"], s["gap"], s["jitter"], grid=2)
         first, second, where = pairs
         recolour = lambda p: ssl.random_grayscale(ssl.color_jitter(p), p=0.5)  # noqa: E731
         return F.cross_entropy(m(recolour(first), recolour(second)), where)
