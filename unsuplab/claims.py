@@ -311,11 +311,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               "min(linear_acc_color - linear_acc_random, knn_acc_color - knn_acc_random) >= 0.04", unit="pts"),
         Claim("relpos_beats_random", "Relative-position features beat the random trunk by at least 4 points "
               "(linear and k-NN).",
-              "min(linear_acc_relpos - linear_acc_random, knn_acc_relpos - knn_acc_random) >= 0.04", unit="pts",
-              expected_to_fail="issue 14: on 32-pixel images an 8-pixel patch holds little but colour and edges; "
-                               "the features stay at or below random weights after 500 to 2,000 steps and with "
-                               "three changes against the task's low-level cues "
-                               "(results/benchmarks/ssl_ablations-cpu.json)"),
+              "min(linear_acc_relpos - linear_acc_random, knn_acc_relpos - knn_acc_random) >= 0.04", unit="pts"),
         Claim("npid_beats_random", "NPID's features beat the random trunk by at least 4 points "
               "(linear and k-NN).",
               "min(linear_acc_npid - linear_acc_random, knn_acc_npid - knn_acc_random) >= 0.04", unit="pts"),
