@@ -767,10 +767,10 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, architecture: str
     ``max_vocab`` most frequent are kept). Settings are word2vec's: ``dim`` d, ``window`` (the largest
     b_t), ``negatives`` K, ``sample`` t, ``lr`` eta_0 (default word2vec.c's: 0.025 for skip-gram, 0.05
     for CBOW), ``epochs`` passes. ``shared_negatives`` K' noise words are shared by each batch (8.7);
-    ``"auto"`` fixes the load B K / K', the examples' weight that each noise word's update sums, whatever
-    the batch size: 64 K on a CPU (``batch_size // 64``: the noise words' matrix products are most of a
-    CPU's work, so fewer of them per batch train faster) and 16 K on a GPU (``batch_size // 16``: the
-    products cost little there); a load too large makes the summed update of a noise word too big.
+    ``"auto"`` takes ``batch_size // 16``, so that each noise word's update sums the weight of
+    B K / K' = 16 K examples (a load too large makes the summed update of a noise word too big), but at
+    most 32 on a CPU, where the noise words' matrix products are most of the work: the CPU's default
+    batch of 2,048 then loads each noise word with 64 K.
     ``None`` draws K for every example (8.2). The hierarchical softmax draws no noise words.
     ``batch_size`` examples per step (default 2,048 on a CPU, 16,384 on a GPU), ``chunk_size`` tokens
     turned into examples at a time, ``threads`` CPU workers (default: all cores; always one on a GPU).
@@ -803,7 +803,7 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, architecture: str
     if hierarchical:
         negatives, shared_negatives = 0, None
     elif shared_negatives == "auto":
-        shared_negatives = max(negatives, batch_size // (16 if on_gpu else 64))    # the load B K / K
+        shared_negatives = max(negatives, batch_size // 16 if on_gpu else min(batch_size // 16, 32))
 
     t_start = time.perf_counter()
     ids, vocab, n_raw = _as_ids(tokens, vocab, min_count, max_vocab)
