@@ -80,11 +80,12 @@ def test_full_08_word2vec_trains_with_the_full_batch_and_vocabulary():
     g = torch.Generator().manual_seed(s["seed"])
     ids = torch.multinomial(vocab.counts.double(), 20_000, replacement=True, generator=g)  # a short Zipf text
     wv = w2v.train_word2vec(ids, vocab=vocab, dim=s["dim"], window=s["window"], negatives=s["negatives"],
-                            sample=s["sample"], lr=s["lr"], epochs=1, batch_size=s["batch_size"], device="cpu",
-                            seed=s["seed"], progress_bar=False)
+                            sample=s["sample"], lr=s["lr"], epochs=1, batch_size=s["batch_size"],
+                            shared_negatives=s["noise_words"], device="cpu", seed=s["seed"], progress_bar=False)
     stats = wv.stats
     assert wv.vectors.shape == (len(vocab), s["dim"])
     assert stats["settings"]["batch_size"] == s["batch_size"]
+    assert stats["settings"]["shared_negatives"] == s["noise_words"]
     assert stats["pairs"] > s["batch_size"], "not one full batch of pairs was trained on"
     assert stats["loss_curve"] and all(math.isfinite(loss) for _, loss in stats["loss_curve"])
     start = w2v.SkipGram(len(vocab), s["dim"], torch.Generator().manual_seed(s["seed"])).W_in.weight
@@ -106,8 +107,8 @@ def test_full_08_word2vec_variants_train_with_the_full_batch_and_vocabulary():
         for objective in w2v.OBJECTIVES:
             wv = w2v.train_word2vec(ids, vocab=vocab, architecture=architecture, objective=objective, dim=s["dim"],
                                     window=s["window"], negatives=s["negatives"], sample=s["variants_sample"],
-                                    epochs=1, batch_size=s["batch_size"], device="cpu", seed=s["seed"],
-                                    progress_bar=False)
+                                    epochs=1, batch_size=s["batch_size"], shared_negatives=s["noise_words"],
+                                    device="cpu", seed=s["seed"], progress_bar=False)
             stats = wv.stats
             assert wv.vectors.shape == (len(vocab), s["dim"]) and torch.isfinite(wv.vectors).all()
             assert stats["pairs"] > s["batch_size"], (architecture, objective, "not one full batch")
