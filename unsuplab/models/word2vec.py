@@ -767,12 +767,10 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, architecture: str
     ``max_vocab`` most frequent are kept). Settings are word2vec's: ``dim`` d, ``window`` (the largest
     b_t), ``negatives`` K, ``sample`` t, ``lr`` eta_0 (default word2vec.c's: 0.025 for skip-gram, 0.05
     for CBOW), ``epochs`` passes. ``shared_negatives`` K' noise words are shared by each batch (8.7);
-    ``"auto"`` takes ``batch_size // 16``, so that each noise word's update sums the weight of
-    B K / K' = 16 K examples (a load too large makes the summed update of a noise word too big), but at
-    most 32 on a CPU, where the noise words' matrix products are most of the work: the CPU's default
-    batch of 2,048 then loads each noise word with 64 K.
+    ``"auto"`` takes ``batch_size // 16``, so that each noise word carries the weight of B K / K' = 16 K
+    examples whatever the batch size (a larger load makes the summed update of a noise word too big);
     ``None`` draws K for every example (8.2). The hierarchical softmax draws no noise words.
-    ``batch_size`` examples per step (default 2,048 on a CPU, 16,384 on a GPU), ``chunk_size`` tokens
+    ``batch_size`` examples per step (default 1,024 on a CPU, 16,384 on a GPU), ``chunk_size`` tokens
     turned into examples at a time, ``threads`` CPU workers (default: all cores; always one on a GPU).
 
     Returns a :class:`~unsuplab.wordvectors.WordVectors` (words most frequent first, so
@@ -796,14 +794,14 @@ def train_word2vec(tokens, *, vocab: Vocabulary | None = None, architecture: str
         raise ValueError(f"lr must be > 0 (word2vec uses 0.025 for skip-gram, 0.05 for CBOW), got {lr}.")
     device = torch.device(device) if device is not None else torch.device("cpu")
     on_gpu = device.type != "cpu"
-    batch_size = batch_size or (16_384 if on_gpu else 2_048)
+    batch_size = batch_size or (16_384 if on_gpu else 1_024)
     chunk_size = chunk_size or (1_000_000 if on_gpu else 100_000)
     threads = 1 if on_gpu else max(1, threads or torch.get_num_threads())
     hierarchical = objective == "hierarchical_softmax"
     if hierarchical:
         negatives, shared_negatives = 0, None
     elif shared_negatives == "auto":
-        shared_negatives = max(negatives, batch_size // 16 if on_gpu else min(batch_size // 16, 32))
+        shared_negatives = max(negatives, batch_size // 16)
 
     t_start = time.perf_counter()
     ids, vocab, n_raw = _as_ids(tokens, vocab, min_count, max_vocab)
