@@ -11,15 +11,18 @@ whole CIFAR-10 test set), next to the randomly initialised trunk:
 - **DeepCluster's two fixes from a lopsided start**: the first round's clusters are forced uneven (half
   of them merged into one), then the loop runs on with or without empty-cluster re-assignment and
   class-balanced sampling; the log says whether the next K-means undoes the damage;
-- **relative position on the paper's 3 x 3 grid** (8-pixel patches on 32-pixel images; the lab trains
-  on a 2 x 2 grid of 14-pixel patches instead): its margin over random weights as training gets
-  longer, and with three changes tried against its low-level cues (colour jitter and grey on each
-  patch separately, grey patches, patches cut from the image enlarged twice).
+- **DeepCluster over more rounds**: ``--dc-long-rounds`` shorter rounds (same k), with and without
+  the two fixes, to see whether either version drifts towards a giant cluster when the loop runs longer;
+- **relative position on the paper's 3 x 3 grid** (8-pixel patches on 32-pixel images): its margin
+  over random weights as training gets longer, and with three changes tried against its low-level cues
+  (colour jitter and grey on each patch separately, grey patches, patches cut from the image enlarged
+  twice); and the lab's layout beside them: a 2 x 2 grid of 14-pixel patches, each recoloured, with a
+  warm-up and cosine decay of the rate.
 
     PYTHONPATH=. UNSUPLAB_DATA_MIRROR=... python benchmarks/ssl_ablations.py \\
         --out results/benchmarks/ssl_ablations-cpu.json
 
-It takes about 11 minutes on an idle 2-core CPU. Results are only worth writing on an idle machine: if
+It takes about 10 to 15 minutes on an idle 2-core CPU. Results are only worth writing on an idle machine: if
 the load average exceeds the number of cores when it starts, the script stops without writing
 (``--allow-busy`` writes anyway, and the file says so).
 """
@@ -61,10 +64,16 @@ class Experiment:
         torch.manual_seed(self.args.seed)
         return ssl.make_backbone("convnet", self.args.width)
 
-    def fit(self, model, loss_fn, steps):
+    def fit(self, model, loss_fn, steps, cosine: bool = False):
+        """Adam at lr, as the lab's ``train``; ``cosine``: a warm-up over 5% of the steps, then a cosine decay."""
         batches = ul.train.TensorBatches(torch.arange(len(self.x)), batch_size=self.args.batch_size, drop_last=True)
+        schedule = {"lr": self.args.lr}
+        if cosine:
+            optimizer = torch.optim.Adam(model.parameters(), lr=self.args.lr)
+            schedule = {"optimizer": optimizer, "schedule_per": "step",
+                        "scheduler": ul.train.warmup_schedule(optimizer, steps // 20, steps, decay="cosine")}
         ul.train.fit(model, loss_fn, batches, epochs=math.ceil(steps / len(batches)), max_steps=steps,
-                     lr=self.args.lr, seed=self.args.seed, progress_bar=False)
+                     seed=self.args.seed, progress_bar=False, **schedule)
 
     def evaluate(self, model) -> dict:
         scores = ssl.evaluate(ssl.extract_features(model, self.x), self.y, ssl.extract_features(model, self.x_test),
@@ -94,16 +103,18 @@ def npid(e: Experiment, start_from_network: bool) -> dict:
     return e.evaluate(model)
 
 
-def deepcluster(e: Experiment, augment=ssl.simclr_augment, *, fixes: bool = True, lopsided_start: bool = False) -> dict:
+def deepcluster(e: Experiment, augment=ssl.simclr_augment, *, fixes: bool = True, lopsided_start: bool = False,
+                rounds: int | None = None, steps: int | None = None) -> dict:
     """The lab's DeepCluster; with ``lopsided_start`` its first clustering is made uneven: clusters
-    0..k/2-1 merged into one. ``fixes``: empty-cluster re-assignment and class-balanced sampling."""
+    0..k/2-1 merged into one. ``fixes``: empty-cluster re-assignment and class-balanced sampling.
+    ``rounds`` and ``steps`` (per round) default to the lab's."""
     k = e.args.dc_k
 
     def lopsided(round_, pseudo):
         return torch.where(pseudo < k // 2, torch.zeros_like(pseudo), pseudo) if round_ == 0 else pseudo
 
     model = ssl.to_channels_last(ssl.Classifier(e.trunk(), k), "cpu")
-    history = ssl.train_deepcluster(model, e.x, rounds=e.args.dc_rounds, steps_per_round=e.args.dc_steps,
+    history = ssl.train_deepcluster(model, e.x, rounds=rounds or e.args.dc_rounds, steps_per_round=steps or e.args.dc_steps,
                                     batch_size=e.args.batch_size, lr=e.args.lr, augment=augment, labels=e.y,
                                     reassign=ssl.reassign_empty_clusters if fixes else None, balanced=fixes,
                                     relabel=lopsided if lopsided_start else None, seed=e.args.seed, progress_bar=False)
@@ -131,6 +142,21 @@ def relative_position(e: Experiment, steps: int, variant: str = "3 x 3 grid") ->
     return e.evaluate(model)
 
 
+def lab_relative_position(e: Experiment) -> dict:
+    """The lab's relative position: a 2 x 2 grid of 14-pixel patches, each recoloured, cosine schedule."""
+    model = ssl.to_channels_last(ssl.RelativePositionNet(e.trunk()), "cpu")
+
+    def recolour(patches):
+        return ssl.random_grayscale(ssl.color_jitter(patches), p=0.5)
+
+    def loss(net, index):
+        first, second, k = ssl.patch_pairs(e.x[index], 14, 2, 1, grid=2)
+        return F.cross_entropy(net(recolour(first), recolour(second)), k)
+
+    e.fit(model, loss, e.args.steps, cosine=True)
+    return e.evaluate(model)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-train", type=int, default=20_000)
@@ -143,6 +169,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dc-k", type=int, default=50)
     parser.add_argument("--dc-rounds", type=int, default=3)
     parser.add_argument("--dc-steps", type=int, default=200)
+    parser.add_argument("--dc-long-rounds", type=int, default=10, help="rounds of the longer DeepCluster pair")
+    parser.add_argument("--dc-long-steps", type=int, default=100, help="steps per round of the longer pair")
     parser.add_argument("--relpos-steps", type=int, nargs="+", default=[500, 1_000, 2_000])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results here (JSON)")
@@ -171,10 +199,15 @@ def main(argv=None) -> int:
     run("DeepCluster, SimCLR's augmentation", lambda: deepcluster(e, ssl.simclr_augment))
     run("DeepCluster from a lopsided start, no fixes", lambda: deepcluster(e, fixes=False, lopsided_start=True))
     run("DeepCluster from a lopsided start, both fixes", lambda: deepcluster(e, fixes=True, lopsided_start=True))
+    for fixes in (False, True):
+        run(f"DeepCluster, {args.dc_long_rounds} rounds of {args.dc_long_steps} steps, "
+            + ("both fixes" if fixes else "no fixes"),
+            lambda: deepcluster(e, fixes=fixes, rounds=args.dc_long_rounds, steps=args.dc_long_steps))
     for steps in args.relpos_steps:
         run(f"relative position, {steps} steps", lambda: relative_position(e, steps))
     for variant in ("colour jitter per patch", "grey patches", "image enlarged 2x"):
         run(f"relative position, {args.steps} steps, {variant}", lambda: relative_position(e, args.steps, variant))
+    run(f"the lab's 2 x 2 grid of relative position, {args.steps} steps", lambda: lab_relative_position(e))
 
     random = results["random weights"]
     for r in results.values():

@@ -649,10 +649,13 @@ def test_the_ablation_benchmark_runs_every_comparison_and_measures_each_against_
     out = tmp_path / "ablations.json"
     assert bench["main"](["--n-train", "256", "--n-test", "128", "--width", "4", "--batch-size", "32", "--steps", "2",
                           "--npid-steps", "2", "--dc-k", "8", "--dc-rounds", "2", "--dc-steps", "2",
+                          "--dc-long-rounds", "3", "--dc-long-steps", "1",
                           "--relpos-steps", "2", "3", "--out", str(out), "--allow-busy"]) == 0
     result = json.loads(out.read_text())
     runs = result["results"]
-    assert len(runs) == 1 + 2 + 2 + 2 + 2 + 3
+    assert len(runs) == 1 + 2 + 2 + 2 + 2 + 2 + 3 + 1
+    assert len(runs["DeepCluster, 3 rounds of 1 steps, no fixes"]["largest"]) == 3
+    assert "the lab's 2 x 2 grid of relative position, 2 steps" in runs
     assert runs["random weights"]["linear_over_random"] == 0
     lopsided = runs["DeepCluster from a lopsided start, no fixes"]
     assert lopsided["largest"][0] >= 0.4 and lopsided["empty"][0] >= 8 // 2 - 1  # the first round is forced uneven
