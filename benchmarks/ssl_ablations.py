@@ -146,12 +146,9 @@ def lab_relative_position(e: Experiment) -> dict:
     """The lab's relative position: a 2 x 2 grid of 14-pixel patches, each recoloured, cosine schedule."""
     model = ssl.to_channels_last(ssl.RelativePositionNet(e.trunk()), "cpu")
 
-    def recolour(patches):
-        return ssl.random_grayscale(ssl.color_jitter(patches), p=0.5)
-
     def loss(net, index):
         first, second, k = ssl.patch_pairs(e.x[index], 14, 2, 1, grid=2)
-        return F.cross_entropy(net(recolour(first), recolour(second)), k)
+        return F.cross_entropy(net(ssl.recolour_patches(first), ssl.recolour_patches(second)), k)
 
     e.fit(model, loss, e.args.steps, cosine=True)
     return e.evaluate(model)

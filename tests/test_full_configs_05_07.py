@@ -294,8 +294,7 @@ def test_full_07_self_supervised_position_colour_instance_supervised_step(lab7):
 
     def position_loss(model, index):  # the lab's 2 x 2 grid, each patch recoloured
         first, second, k = ssl.patch_pairs(x[index], s["grid_patch"], s["gap"], s["jitter"], grid=2)
-        recolour = lambda p: ssl.random_grayscale(ssl.color_jitter(p), p=0.5)  # noqa: E731
-        return F.cross_entropy(model(recolour(first), recolour(second)), k)
+        return F.cross_entropy(model(ssl.recolour_patches(first), ssl.recolour_patches(second)), k)
 
     assert finite(lab7_train(s, relnet, position_loss, B, B, cosine=True)) and changed(before, relnet)
 

@@ -338,6 +338,18 @@ def test_patch_pairs_on_a_2x2_grid_ask_all_eight_offsets_inside_the_grid():
         ssl.patch_pairs(x, 8, 2, 1, grid=4)
 
 
+def test_recolour_patches_is_a_colour_jitter_then_grey_for_a_share_of_them():
+    patches = torch.rand(400, 3, 14, 14)
+    torch.manual_seed(0)
+    out = ssl.recolour_patches(patches)
+    torch.manual_seed(0)
+    assert torch.equal(out, ssl.random_grayscale(ssl.color_jitter(patches), p=0.5))
+    grey = (out[:, 0] == out[:, 1]).flatten(1).all(1) & (out[:, 1] == out[:, 2]).flatten(1).all(1)
+    assert 0.35 < grey.float().mean() < 0.65 and out.shape == patches.shape
+    coloured = ssl.recolour_patches(patches, p_grey=0.0)
+    assert not (coloured[:, 0] == coloured[:, 1]).flatten(1).all(1).any()  # none grey when p_grey = 0
+
+
 def test_patch_pairs_refuse_a_grid_that_does_not_fit():
     with pytest.raises(ValueError, match="needs 36 pixels"):
         ssl.patch_pairs(torch.rand(2, 3, 32, 32), 10, 2, 1)

@@ -589,8 +589,7 @@ def self_supervised(s: dict) -> list[Phase]:
     def position(m, x):
         pairs = ssl.patch_pairs(x, s["grid_patch"], s["gap"], s["jitter"], grid=2)
         first, second, where = pairs
-        recolour = lambda p: ssl.random_grayscale(ssl.color_jitter(p), p=0.5)  # noqa: E731
-        return F.cross_entropy(m(recolour(first), recolour(second)), where)
+        return F.cross_entropy(m(ssl.recolour_patches(first), ssl.recolour_patches(second)), where)
 
     def colour(m, x):
         images = ssl.random_crop_flip(x)

@@ -83,7 +83,7 @@ from ..train import (History, TensorBatches, autocast, backward_and_step, check_
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "Backbone", "convnet", "resnet18_cifar", "make_backbone", "to_channels_last",
            "Classifier", "extract_features", "evaluate", "random_resized_crop", "random_crop_flip",
            "grayscale", "color_jitter", "random_grayscale", "simclr_augment", "rotate_batch", "NEIGHBOUR_OFFSETS",
-           "patch_pairs", "RelativePositionNet", "SIDE_NEIGHBOURS", "boundary_guess", "rgb_to_lab", "lab_to_rgb",
+           "patch_pairs", "recolour_patches", "RelativePositionNet", "SIDE_NEIGHBOURS", "boundary_guess", "rgb_to_lab", "lab_to_rgb",
            "AB_RANGE", "ab_bin_centres", "quantize_ab", "rebalancing_weights", "Colorizer", "colorization_loss",
            "InstanceNet", "MemoryBank", "npid_loss", "ProjectionHead", "SimCLR", "gather_with_grad", "nt_xent",
            "train_simclr", "pca_whiten", "reassign_empty_clusters", "reassignment_problem", "check_reassignment",
@@ -411,6 +411,14 @@ def patch_pairs(x: torch.Tensor, patch: int = 8, gap: int = 2, jitter: int = 1, 
     centre = _crop(x, top + first[:, 0] * cell + jittered(b), left + first[:, 1] * cell + jittered(b), patch)
     neighbour = _crop(x, top + second[:, 0] * cell + jittered(b), left + second[:, 1] * cell + jittered(b), patch)
     return centre, neighbour, k
+
+
+def recolour_patches(patches: torch.Tensor, p_grey: float = 0.5) -> torch.Tensor:
+    """Relative position's guard against colour cues: each patch gets its own brightness, contrast,
+    saturation and hue (:func:`color_jitter`) and loses its colour with probability ``p_grey``, so two
+    patches of one image cannot be matched by their colours (Doersch et al. dropped colour channels
+    against chromatic aberration). (B, C, p, p) -> (B, C, p, p)."""
+    return random_grayscale(color_jitter(patches), p=p_grey)
 
 
 class RelativePositionNet(nn.Module):
