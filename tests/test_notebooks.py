@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
 LABS = sorted((ROOT / "labs").glob("*.ipynb"))
 COURSE_ORDER = ["01_baselines", "02_sparse_coding", "03_rbm_dbn", "04_autoencoders", "05_vae", "06_gan",
-                "07_self_supervised", "08_word2vec", "08_bert", "09_unsupervised_translation", "10_energy_based_models",
-                "10_few_labels"]
+                "07_self_supervised", "07_pretext_tasks", "08_word2vec", "08_bert", "09_unsupervised_translation",
+                "10_energy_based_models", "10_few_labels"]
 
 # What a smoke run of each solution must at least record (smoke sizes are small, so the bars are low
 # but still fail on a broken pipeline: chance is 10% for MNIST's ten classes).

@@ -24,12 +24,12 @@ from .cost import Phase, optimiser_step
 from .train import backward_and_step, grad_scaler
 
 __all__ = ["LABS", "phases", "evaluation", "SOLUTIONS", "baselines", "sparse_coding", "rbm_dbn", "autoencoders",
-           "vae", "gan", "self_supervised", "word2vec", "bert", "translation", "energy_based_models", "few_labels",
+           "vae", "gan", "self_supervised", "pretext_tasks", "word2vec", "bert", "translation", "energy_based_models", "few_labels",
            "WORKLOADS"]
 
 LABS = ("01_baselines", "02_sparse_coding", "03_rbm_dbn", "04_autoencoders", "05_vae", "06_gan",
-        "07_self_supervised", "08_word2vec", "08_bert", "09_unsupervised_translation", "10_energy_based_models",
-        "10_few_labels")
+        "07_self_supervised", "07_pretext_tasks", "08_word2vec", "08_bert", "09_unsupervised_translation",
+        "10_energy_based_models", "10_few_labels")
 
 
 def phases(lab: str, s: dict) -> list[Phase]:
@@ -665,6 +665,85 @@ def self_supervised(s: dict) -> list[Phase]:
     ]
 
 
+def pretext_tasks(s: dict) -> list[Phase]:
+    """Lab 7b. The 3 x 3 jigsaw with its evaluations along the way, the 2 x 2 jigsaw, the context encoder
+    (its discriminator's step and the painter's), Exemplar-CNN, noise as targets (the Hungarian step on
+    the CPU), the supervised bound. Left out: choosing the permutations, the pretext accuracies on 1,000
+    test images, plots."""
+    from .models import pretext, ssl
+
+    n, n_test, B = s["n_train"], s["n_test"], s["batch_size"]
+    trunk = lambda: ssl.make_backbone(s["arch"], s["width"])        # noqa: E731
+    dim = trunk().feature_dim
+    permutations = pretext.all_permutations(9)[:s["n_permutations"]]
+    orders = pretext.all_permutations(4)
+
+    def train(build, loss):                # the lab's train(): ul.train.fit with Adam
+        built = functools.cache(lambda: ssl.to_channels_last(build(), "cpu"))
+
+        def make(b):
+            model, x = built(), torch.rand(b, 3, 32, 32)
+            return optimiser_step(model, lambda: loss(model, x), torch.optim.Adam(model.parameters(), lr=s["lr"]))
+        return make
+
+    def jigsaw(perms, tile, gap, grid):
+        def loss(m, x):
+            puzzles, j = pretext.jigsaw_batch(ssl.random_crop_flip(x), perms, tile, gap, s["tile_jitter"], grid=grid)
+            return F.cross_entropy(m(puzzles), j)
+        return loss
+
+    def context_step(b):                   # one step of train_context_encoder: D, then G
+        model = ssl.to_channels_last(pretext.ContextEncoder(trunk(), centre=s["centre"]), "cpu")
+        disc = ssl.to_channels_last(pretext.CentreDiscriminator(), "cpu")
+        x, g_opt, d_opt = torch.rand(b, 3, 32, 32), torch.optim.Adam(model.parameters()), torch.optim.Adam(disc.parameters())
+
+        def step():
+            masked, real = pretext.mask_centre(ssl.random_crop_flip(x), s["centre"])
+            painted = model(masked)
+            d_loss = F.softplus(-disc(real)).mean() + F.softplus(disc(painted.detach())).mean()
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            loss = pretext.reconstruction_loss(painted, real) + F.softplus(-disc(painted)).mean()
+            g_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            g_opt.step()
+        return step
+
+    def exemplar(m, x):
+        return pretext.exemplar_loss(m, x, torch.arange(len(x)))
+
+    def nat_step(b):
+        model = ssl.to_channels_last(pretext.NoiseAsTargets(trunk()), "cpu")
+        state, x = pretext.NatState(b, dim, "cpu"), torch.rand(b, 3, 32, 32)
+        return optimiser_step(model, lambda: pretext.nat_loss(model, x, torch.arange(b), state)[0],
+                              torch.optim.Adam(model.parameters()))
+
+    def supervised(m, x):
+        return F.cross_entropy(m(ssl.random_crop_flip(x)), torch.arange(len(x)) % 10)
+
+    def features(b):
+        model, x = ssl.to_channels_last(ssl.Classifier(trunk(), 10), "cpu"), torch.rand(b, 3, 32, 32)
+        return lambda: ssl.extract_features(model, x)
+
+    jigsaw_steps = s["jigsaw_epochs"] * (n // B)
+    networks = len(s["jigsaw_evals"]) + 5          # the jigsaw's evaluations, 2 x 2, context, exemplar, NAT, supervised
+    return [
+        Phase("jigsaw 3 x 3", jigsaw_steps, B, train(lambda: pretext.JigsawNet(trunk(), 9, len(permutations)),
+                                                   jigsaw(permutations, s["tile"], s["tile_gap"], 3)), mixed=True),
+        Phase("jigsaw 2 x 2", s["big_jigsaw_steps"], B, train(lambda: pretext.JigsawNet(trunk(), 4, len(orders)),
+                                                            jigsaw(orders, s["big_tile"], 2, 2)), mixed=True),
+        Phase("context encoder", s["ce_steps"], B, context_step, mixed=True),
+        Phase("Exemplar-CNN", s["exemplar_steps"], B,
+              train(lambda: pretext.ExemplarCNN(trunk(), s["n_exemplars"]), exemplar), mixed=True),
+        Phase("noise as targets", s["nat_steps"], B, nat_step, mixed=True),
+        Phase("supervised", s["supervised_steps"], B, train(lambda: ssl.Classifier(trunk(), 10), supervised), mixed=True),
+        _batched(f"frozen features of {networks} networks", networks, n + n_test, features, 1024, mixed=True),
+        *evaluation("raw pixels", n, n_test, 3 * 32 * 32, probe_iters=s["probe_iters"], k=s["knn_k"]),
+        *evaluation(f"{networks} networks", n, n_test, dim, repeats=networks, probe_iters=s["probe_iters"], k=s["knn_k"]),
+    ]
+
+
 # ------------------------------------------------------------------------------------------------
 # Chapter 8: word2vec, BERT
 # ------------------------------------------------------------------------------------------------
@@ -1239,6 +1318,7 @@ WORKLOADS: dict[str, Callable[[dict], list[Phase]]] = {
     "05_vae": vae,
     "06_gan": gan,
     "07_self_supervised": self_supervised,
+    "07_pretext_tasks": pretext_tasks,
     "08_word2vec": word2vec,
     "08_bert": bert,
     "09_unsupervised_translation": translation,
