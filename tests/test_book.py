@@ -90,7 +90,8 @@ def test_built_pages_show_executed_results(book_build):
     assert "Claims at a glance" in results and "✓" in results and "Known to fail on" in results
     assert "linear_acc_simclr" in results  # the raw metrics, one per row
     for page in ("01_baselines", "02_sparse_coding", "03_rbm_dbn", "04_autoencoders", "05_vae", "06_gan",
-                 "07_self_supervised", "08_word2vec", "08_bert", "09_unsupervised_translation", "10_open_problems",
+                 "07_self_supervised", "07_pretext_tasks", "08_word2vec", "08_bert", "09_unsupervised_translation",
+                 "10_open_problems",
                  "10_few_labels"):
         text = (html / "book" / f"{page}.html").read_text()
         assert "Claims checked against the lab" in text and "needs ≥" in text and "✓" in text, \

@@ -1,4 +1,4 @@
-"""Every ``full`` configuration of labs 5, 6 and 7 builds and takes a step on the CPU (issue 17).
+"""Every ``full`` configuration of labs 5, 6, 7 and 7b builds and takes a step on the CPU (issue 17).
 
 The course rule: no GPU user may be the first to meet a shape or dtype bug of a ``full`` run. Each test
 reads the lab's ``full`` settings from its solution notebook (``labs.profile_settings``, and for an
@@ -369,3 +369,76 @@ def test_full_07_self_supervised_deepcluster_round_step(lab7):
     assert history.epochs["empty"] == [0] and len(history.info["sizes"][0]) == k     # the fix leaves no cluster empty
     assert all(math.isfinite(v) for v in history.epochs["loss"] + history.epochs["nmi"] + history.steps["loss"])
     assert changed(before, model.backbone)
+
+
+# ------------------------------------------------------------------------------------------------
+# Lab 7b: the ResNet-18 trunk under the jigsaw, the context encoder, Exemplar-CNN and noise as targets
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lab7b():
+    s = full_settings("07_pretext_tasks", "arch", "n_permutations", "n_exemplars", "n_train", "batch_size", "lr",
+                      "tile", "tile_gap", "tile_jitter", "big_tile", "centre", "lambda_adv")
+    assert s["arch"] == "resnet18", "lab 7b's full profile trains a ResNet-18; this file checks that trunk"
+    return s
+
+
+def lab7b_train(s, model, loss_fn, x_n: int, images_per_step: int):
+    """Lab 7b's ``train``: ``unsuplab.train.fit`` with Adam at lr, a per-step warm-up and cosine decay."""
+    batches = ul.train.TensorBatches(torch.arange(x_n), batch_size=images_per_step, drop_last=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"])
+    scheduler = ul.train.warmup_schedule(optimizer, 1, 2, decay="cosine")
+    return ul.train.fit(model, loss_fn, batches, epochs=1, max_steps=1, optimizer=optimizer, scheduler=scheduler,
+                        schedule_per="step", seed=s["seed"], progress_bar=False)
+
+
+def test_full_07_pretext_tasks_jigsaws_step(lab7b):
+    s, B = lab7b, REDUCED_BATCH
+    x, _ = cifar_like(B)
+    permutations = ssl.hamming_permutations(9, s["n_permutations"], generator=torch.Generator().manual_seed(0))
+    assert permutations.shape == (s["n_permutations"], 9)
+    for grid, perms, tile, gap in [(3, permutations, s["tile"], s["tile_gap"]),
+                                   (2, ssl.all_permutations(4), s["big_tile"], 2)]:
+        torch.manual_seed(s["seed"])
+        net = ssl.to_channels_last(ssl.JigsawNet(new_trunk(s), grid * grid, len(perms)), "cpu")
+        before = snapshot(net)
+
+        def jigsaw_loss(model, index):
+            puzzles, j = ssl.jigsaw_batch(ssl.random_crop_flip(x[index]), perms, tile, gap, s["tile_jitter"], grid=grid)
+            assert puzzles.shape == (B, grid * grid, 3, tile, tile)
+            return F.cross_entropy(model(puzzles), j)
+
+        assert finite(lab7b_train(s, net, jigsaw_loss, B, B)) and changed(before, net)
+
+
+def test_full_07_pretext_tasks_context_encoder_step(lab7b):
+    s, B = lab7b, REDUCED_BATCH
+    x, _ = cifar_like(B)
+    torch.manual_seed(s["seed"])
+    model = ssl.to_channels_last(ssl.ContextEncoder(new_trunk(s), centre=s["centre"]), "cpu")
+    disc = ssl.to_channels_last(ssl.CentreDiscriminator(), "cpu")
+    before, d_before = snapshot(model), snapshot(disc)
+    history = ssl.train_context_encoder(model, disc, x, steps=1, batch_size=B, lr=s["lr"], centre=s["centre"],
+                                            lambda_adv=s["lambda_adv"], progress_bar=False)
+    assert finite(history) and finite(history, "adv") and changed(before, model) and changed(d_before, disc)
+    with torch.no_grad():
+        assert model.eval()(ssl.mask_centre(x[:2], s["centre"])[0]).shape == (2, 3, s["centre"], s["centre"])
+
+
+def test_full_07_pretext_tasks_exemplar_and_noise_as_targets_step(lab7b):
+    s, B = lab7b, REDUCED_BATCH
+    x, _ = cifar_like(B)
+    torch.manual_seed(s["seed"])
+    exemplar = ssl.to_channels_last(ssl.ExemplarCNN(new_trunk(s), s["n_exemplars"]), "cpu")
+    assert exemplar.head.out_features == s["n_exemplars"]
+    before = snapshot(exemplar)
+    history = lab7b_train(s, exemplar, lambda model, index: ssl.exemplar_loss(model, x, index), B, B)
+    assert finite(history) and changed(before, exemplar)
+
+    nat = ssl.to_channels_last(ssl.NoiseAsTargets(new_trunk(s)), "cpu")
+    state = ssl.NatState(s["n_train"], nat.head.out_features, "cpu", generator=torch.Generator().manual_seed(0))
+    assert state.targets.shape == (s["n_train"], 512)
+    before = snapshot(nat)
+    history = lab7b_train(s, nat, lambda model, index: ssl.nat_loss(model, x, index, state), B, B)
+    assert finite(history) and changed(before, nat)
+    assert torch.equal(state.assigned.sort().values, torch.arange(s["n_train"]))   # still one target per image

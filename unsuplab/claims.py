@@ -341,18 +341,20 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         Claim("exemplar_beats_random", "Exemplar-CNN's features beat the randomly initialised trunk by at least 4 "
               "points on the linear probe and on k-NN.",
               "min(linear_acc_exemplar - linear_acc_random, knn_acc_exemplar - knn_acc_random) >= 0.04", unit="pts"),
-        Claim("jigsaw_solved_not_learned", "On the paper's 3 x 3 grid of 9-pixel tiles, the jigsaw is solved ever "
-              "better (at least 10 points more puzzles from the first evaluation to the last) while the linear probe "
-              "on its features gains less than 1 point.",
-              "jigsaw_pretext_acc - jigsaw_pretext_acc_first >= 0.1 and linear_acc_jigsaw - jigsaw_linear_first < 0.01",
-              unit="pts"),
+        Claim("jigsaw_gets_solved", "On the paper's 3 x 3 grid of 9-pixel tiles, the jigsaw is solved ever better: "
+              "at least 10 points more test puzzles after the last pass over the images than after the first.",
+              "jigsaw_pretext_acc - jigsaw_pretext_acc_first >= 0.1", unit="pts"),
+        Claim("jigsaw_features_do_not_follow", "Meanwhile the linear probe on the same network's features gains less "
+              "than 1 point from the first pass to the last: solving the puzzle better does not make better features.",
+              "linear_acc_jigsaw - jigsaw_linear_first < 0.01", unit="pts"),
         Claim("big_tiles_beat_random", "On a 2 x 2 grid of 14-pixel tiles, the jigsaw's features beat the random "
-              "trunk by at least 2 points on the linear probe and on k-NN.",
-              "min(linear_acc_jigsaw2x2 - linear_acc_random, knn_acc_jigsaw2x2 - knn_acc_random) >= 0.02", unit="pts"),
-        Claim("context_encoder_beats_random_knn", "The context encoder's features beat the random trunk on k-NN "
-              "by at least 2 points.", "knn_acc_context - knn_acc_random >= 0.02", unit="pts"),
-        Claim("nat_beats_random_knn", "Noise as targets' features beat the random trunk on k-NN by at least 2 "
-              "points.", "knn_acc_nat - knn_acc_random >= 0.02", unit="pts"),
+              "trunk by at least 3 points on the linear probe and on k-NN.",
+              "min(linear_acc_jigsaw2x2 - linear_acc_random, knn_acc_jigsaw2x2 - knn_acc_random) >= 0.03", unit="pts"),
+        Claim("context_encoder_beats_random", "The context encoder's features beat the random trunk by at least 3 "
+              "points on the linear probe and on k-NN.",
+              "min(linear_acc_context - linear_acc_random, knn_acc_context - knn_acc_random) >= 0.03", unit="pts"),
+        Claim("nat_beats_random_knn", "Noise as targets' features beat the random trunk on k-NN by at least 4 "
+              "points (on the linear probe it gains less).", "knn_acc_nat - knn_acc_random >= 0.04", unit="pts"),
         Claim("exemplar_strongest", "Exemplar-CNN is the strongest of the lab's four label-free methods on the "
               "linear probe and on k-NN.",
               "min(linear_acc_exemplar - max(linear_acc_jigsaw, linear_acc_jigsaw2x2, linear_acc_context, "

@@ -670,13 +670,13 @@ def pretext_tasks(s: dict) -> list[Phase]:
     (its discriminator's step and the painter's), Exemplar-CNN, noise as targets (the Hungarian step on
     the CPU), the supervised bound. Left out: choosing the permutations, the pretext accuracies on 1,000
     test images, plots."""
-    from .models import pretext, ssl
+    from .models import ssl
 
     n, n_test, B = s["n_train"], s["n_test"], s["batch_size"]
     trunk = lambda: ssl.make_backbone(s["arch"], s["width"])        # noqa: E731
     dim = trunk().feature_dim
-    permutations = pretext.all_permutations(9)[:s["n_permutations"]]
-    orders = pretext.all_permutations(4)
+    permutations = ssl.all_permutations(9)[:s["n_permutations"]]
+    orders = ssl.all_permutations(4)
 
     def train(build, loss):                # the lab's train(): ul.train.fit with Adam
         built = functools.cache(lambda: ssl.to_channels_last(build(), "cpu"))
@@ -688,35 +688,35 @@ def pretext_tasks(s: dict) -> list[Phase]:
 
     def jigsaw(perms, tile, gap, grid):
         def loss(m, x):
-            puzzles, j = pretext.jigsaw_batch(ssl.random_crop_flip(x), perms, tile, gap, s["tile_jitter"], grid=grid)
+            puzzles, j = ssl.jigsaw_batch(ssl.random_crop_flip(x), perms, tile, gap, s["tile_jitter"], grid=grid)
             return F.cross_entropy(m(puzzles), j)
         return loss
 
     def context_step(b):                   # one step of train_context_encoder: D, then G
-        model = ssl.to_channels_last(pretext.ContextEncoder(trunk(), centre=s["centre"]), "cpu")
-        disc = ssl.to_channels_last(pretext.CentreDiscriminator(), "cpu")
+        model = ssl.to_channels_last(ssl.ContextEncoder(trunk(), centre=s["centre"]), "cpu")
+        disc = ssl.to_channels_last(ssl.CentreDiscriminator(), "cpu")
         x, g_opt, d_opt = torch.rand(b, 3, 32, 32), torch.optim.Adam(model.parameters()), torch.optim.Adam(disc.parameters())
 
         def step():
-            masked, real = pretext.mask_centre(ssl.random_crop_flip(x), s["centre"])
+            masked, real = ssl.mask_centre(ssl.random_crop_flip(x), s["centre"])
             painted = model(masked)
             d_loss = F.softplus(-disc(real)).mean() + F.softplus(disc(painted.detach())).mean()
             d_opt.zero_grad(set_to_none=True)
             d_loss.backward()
             d_opt.step()
-            loss = pretext.reconstruction_loss(painted, real) + F.softplus(-disc(painted)).mean()
+            loss = ssl.reconstruction_loss(painted, real) + F.softplus(-disc(painted)).mean()
             g_opt.zero_grad(set_to_none=True)
             loss.backward()
             g_opt.step()
         return step
 
     def exemplar(m, x):
-        return pretext.exemplar_loss(m, x, torch.arange(len(x)))
+        return ssl.exemplar_loss(m, x, torch.arange(len(x)))
 
     def nat_step(b):
-        model = ssl.to_channels_last(pretext.NoiseAsTargets(trunk()), "cpu")
-        state, x = pretext.NatState(b, dim, "cpu"), torch.rand(b, 3, 32, 32)
-        return optimiser_step(model, lambda: pretext.nat_loss(model, x, torch.arange(b), state)[0],
+        model = ssl.to_channels_last(ssl.NoiseAsTargets(trunk()), "cpu")
+        state, x = ssl.NatState(b, dim, "cpu"), torch.rand(b, 3, 32, 32)
+        return optimiser_step(model, lambda: ssl.nat_loss(model, x, torch.arange(b), state)[0],
                               torch.optim.Adam(model.parameters()))
 
     def supervised(m, x):
@@ -729,13 +729,13 @@ def pretext_tasks(s: dict) -> list[Phase]:
     jigsaw_steps = s["jigsaw_epochs"] * (n // B)
     networks = len(s["jigsaw_evals"]) + 5          # the jigsaw's evaluations, 2 x 2, context, exemplar, NAT, supervised
     return [
-        Phase("jigsaw 3 x 3", jigsaw_steps, B, train(lambda: pretext.JigsawNet(trunk(), 9, len(permutations)),
+        Phase("jigsaw 3 x 3", jigsaw_steps, B, train(lambda: ssl.JigsawNet(trunk(), 9, len(permutations)),
                                                    jigsaw(permutations, s["tile"], s["tile_gap"], 3)), mixed=True),
-        Phase("jigsaw 2 x 2", s["big_jigsaw_steps"], B, train(lambda: pretext.JigsawNet(trunk(), 4, len(orders)),
+        Phase("jigsaw 2 x 2", s["big_jigsaw_steps"], B, train(lambda: ssl.JigsawNet(trunk(), 4, len(orders)),
                                                             jigsaw(orders, s["big_tile"], 2, 2)), mixed=True),
         Phase("context encoder", s["ce_steps"], B, context_step, mixed=True),
         Phase("Exemplar-CNN", s["exemplar_steps"], B,
-              train(lambda: pretext.ExemplarCNN(trunk(), s["n_exemplars"]), exemplar), mixed=True),
+              train(lambda: ssl.ExemplarCNN(trunk(), s["n_exemplars"]), exemplar), mixed=True),
         Phase("noise as targets", s["nat_steps"], B, nat_step, mixed=True),
         Phase("supervised", s["supervised_steps"], B, train(lambda: ssl.Classifier(trunk(), 10), supervised), mixed=True),
         _batched(f"frozen features of {networks} networks", networks, n + n_test, features, 1024, mixed=True),
