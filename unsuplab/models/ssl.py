@@ -416,6 +416,21 @@ def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> 
     return x[batch, :, rows, cols].permute(0, 3, 1, 2)  # (B, size, size, C) -> (B, C, size, size)
 
 
+def _random_grid(x: torch.Tensor, grid: int, side: int, gap: int, jitter: int, what: str
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where a grid x grid grid of ``side``-pixel squares, ``gap`` pixels apart and each free to move by
+    ``jitter``, sits in each image: the top-left corner of its first cell, (B,) rows and (B,) columns,
+    drawn uniformly among the places where the whole grid fits."""
+    b, _, h, w = x.shape
+    span = grid * side + (grid - 1) * gap + 2 * jitter
+    if span > min(h, w):
+        raise ValueError(f"a {grid} x {grid} grid of {side}-pixel {what} with gap {gap} and jitter {jitter} "
+                         f"needs {span} pixels, but the images are {h} x {w}: use smaller {what}, gap or jitter.")
+    top = torch.randint(0, h - span + 1, (b,), device=x.device) + jitter
+    left = torch.randint(0, w - span + 1, (b,), device=x.device) + jitter
+    return top, left
+
+
 def patch_pairs(x: torch.Tensor, patch: int = 8, gap: int = 2, jitter: int = 1, grid: int = 3
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The inputs and labels of eq. (7.2): two patches of a grid placed at random in each image, and
@@ -434,14 +449,8 @@ def patch_pairs(x: torch.Tensor, patch: int = 8, gap: int = 2, jitter: int = 1, 
     _check_images(x)
     if grid not in (2, 3):
         raise ValueError(f"grid must be 3 (a centre and its 8 neighbours) or 2 (a 2 x 2 grid), got {grid!r}.")
-    b, c, h, w = x.shape
-    span = grid * patch + (grid - 1) * gap + 2 * jitter
-    if span > min(h, w):
-        raise ValueError(f"a {grid} x {grid} grid of {patch}-pixel patches with gap {gap} and jitter {jitter} "
-                         f"needs {span} pixels, but the images are {h} x {w}: use smaller patches, gap or jitter.")
-    device, cell = x.device, patch + gap
-    top = torch.randint(0, h - span + 1, (b,), device=device) + jitter  # the grid's top-left corner
-    left = torch.randint(0, w - span + 1, (b,), device=device) + jitter
+    b, device, cell = len(x), x.device, patch + gap
+    top, left = _random_grid(x, grid, patch, gap, jitter, "patches")
     k = torch.randint(0, 8, (b,), device=device)
     offsets = torch.tensor(NEIGHBOUR_OFFSETS, device=device)[k]  # (B, 2): the second patch's (row, column) step
 
@@ -1181,14 +1190,8 @@ def jigsaw_tiles(x: torch.Tensor, tile: int = 9, gap: int = 1, jitter: int = 1, 
     place in the image, and each tile moves by up to ``jitter`` pixels, so that no edge runs straight
     from one tile into the next (Noroozi & Favaro cut 64-pixel tiles from 85-pixel cells)."""
     _check_images(x)
-    b, c, h, w = x.shape
-    span = grid * tile + (grid - 1) * gap + 2 * jitter
-    if span > min(h, w):
-        raise ValueError(f"a {grid} x {grid} grid of {tile}-pixel tiles with gap {gap} and jitter {jitter} needs "
-                         f"{span} pixels, but the images are {h} x {w}: use smaller tiles, gap or jitter.")
-    device, cell = x.device, tile + gap
-    top = torch.randint(0, h - span + 1, (b,), device=device) + jitter
-    left = torch.randint(0, w - span + 1, (b,), device=device) + jitter
+    b, device, cell = len(x), x.device, tile + gap
+    top, left = _random_grid(x, grid, tile, gap, jitter, "tiles")
     tiles = []
     for row in range(grid):
         for col in range(grid):
