@@ -67,12 +67,8 @@ class Experiment:
     def fit(self, model, loss_fn, steps, cosine: bool = False):
         """Adam at lr, as the lab's ``train``; ``cosine``: a warm-up over 5% of the steps, then a cosine decay."""
         batches = ul.train.TensorBatches(torch.arange(len(self.x)), batch_size=self.args.batch_size, drop_last=True)
-        schedule = {"lr": self.args.lr}
-        if cosine:
-            optimizer = torch.optim.Adam(model.parameters(), lr=self.args.lr)
-            schedule = {"optimizer": optimizer, "schedule_per": "step",
-                        "scheduler": ul.train.warmup_schedule(optimizer, steps // 20, steps, decay="cosine")}
-        ul.train.fit(model, loss_fn, batches, epochs=math.ceil(steps / len(batches)), max_steps=steps,
+        schedule = {"warmup": steps // 20, "decay": "cosine"} if cosine else {}
+        ul.train.fit(model, loss_fn, batches, epochs=math.ceil(steps / len(batches)), max_steps=steps, lr=self.args.lr,
                      seed=self.args.seed, progress_bar=False, **schedule)
 
     def evaluate(self, model) -> dict:

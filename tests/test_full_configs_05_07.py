@@ -248,13 +248,9 @@ def lab7_train(s, model, loss_fn, x_n: int, images_per_step: int, n_steps: int =
     """The lab's ``train`` (section 2): ``unsuplab.train.fit`` over ``unsuplab.train.TensorBatches`` of image
     numbers with Adam at lr; with ``cosine``, a per-step warm-up and cosine decay (relative position)."""
     batches = ul.train.TensorBatches(torch.arange(x_n), batch_size=images_per_step, drop_last=True)
-    schedule = {"lr": s["lr"]}
-    if cosine:
-        optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"])
-        schedule = {"optimizer": optimizer, "schedule_per": "step",
-                    "scheduler": ul.train.warmup_schedule(optimizer, s["steps"] // 20, s["steps"], decay="cosine")}
+    schedule = {"warmup": s["steps"] // 20, "decay": "cosine"} if cosine else {}
     return ul.train.fit(model, loss_fn, batches, epochs=math.ceil(n_steps / len(batches)), max_steps=n_steps,
-                        seed=s["seed"], progress_bar=False, **schedule)
+                        lr=s["lr"], seed=s["seed"], progress_bar=False, **schedule)
 
 
 def new_trunk(s):
@@ -386,10 +382,8 @@ def lab7b():
 def lab7b_train(s, model, loss_fn, x_n: int, images_per_step: int):
     """Lab 7b's ``train``: ``unsuplab.train.fit`` with Adam at lr, a per-step warm-up and cosine decay."""
     batches = ul.train.TensorBatches(torch.arange(x_n), batch_size=images_per_step, drop_last=True)
-    optimizer = torch.optim.Adam(model.parameters(), lr=s["lr"])
-    scheduler = ul.train.warmup_schedule(optimizer, 1, 2, decay="cosine")
-    return ul.train.fit(model, loss_fn, batches, epochs=1, max_steps=1, optimizer=optimizer, scheduler=scheduler,
-                        schedule_per="step", seed=s["seed"], progress_bar=False)
+    return ul.train.fit(model, loss_fn, batches, epochs=1, max_steps=1, lr=s["lr"], warmup=0, decay="cosine",
+                        seed=s["seed"], progress_bar=False)
 
 
 def test_full_07_pretext_tasks_jigsaws_step(lab7b):

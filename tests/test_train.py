@@ -372,6 +372,42 @@ def test_a_per_step_schedule_warms_up_then_decays_and_resumes_mid_epoch(tmp_path
         train.fit(nn.Linear(5, 1), mse, loader(), epochs=1, schedule_per="batch")
 
 
+def test_fit_builds_the_warmup_schedule_for_its_own_optimizer_and_resumes_it(tmp_path):
+    def run(path=None, interrupt_at=None, **schedule):
+        torch.manual_seed(0)
+        model, calls = nn.Linear(5, 1), collections.Counter()
+
+        def loss_fn(model, batch):
+            calls["n"] += 1
+            if calls["n"] == interrupt_at:
+                raise KeyboardInterrupt
+            return mse(model, batch)[0]
+
+        return train.fit(model, loss_fn, loader(), epochs=3, max_steps=20, lr=0.1, checkpoint=path,
+                         progress_bar=False, **schedule), model
+
+    _, model = run(warmup=4, decay="cosine")
+    # the same run with the schedule built by hand gives the same weights, step for step
+    torch.manual_seed(0)
+    by_hand = nn.Linear(5, 1)
+    opt = torch.optim.Adam(by_hand.parameters(), lr=0.1)
+    train.fit(by_hand, mse, loader(), epochs=3, max_steps=20, optimizer=opt, progress_bar=False,
+              scheduler=train.warmup_schedule(opt, 4, 20, decay="cosine"), schedule_per="step")
+    for a, b in zip(model.state_dict().values(), by_hand.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0)       # decayed to zero after the 20 steps (not 24)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "w.pt", interrupt_at=11, warmup=4, decay="cosine")
+    _, resumed = run(tmp_path / "w.pt", warmup=4, decay="cosine")  # the built schedule resumes with the run
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not both"):
+        train.fit(nn.Linear(5, 1), mse, loader(), epochs=1, warmup=2, progress_bar=False,
+                  scheduler=torch.optim.lr_scheduler.StepLR(torch.optim.SGD(nn.Linear(5, 1).parameters(), lr=0.1), 1))
+    with pytest.raises(ValueError, match="number of steps"):
+        train.fit(nn.Linear(5, 1), mse, iter(list(loader())), epochs=1, decay="cosine", progress_bar=False)
+
+
 @pytest.mark.parametrize("decay, last", [("cosine", 0.0), ("constant", 1.0)])
 def test_warmup_schedule_shapes(decay, last):
     opt = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=1.0)

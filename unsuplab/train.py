@@ -815,7 +815,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
         checkpoint: str | Path | None = None, checkpoint_every: int | None = None,
         resume: bool = True, eval_fn: Callable[[nn.Module], Mapping[str, float]] | None = None,
         max_steps: int | None = None, seed: int = 0, progress_bar: bool = True,
-        desc: str | None = None, divergence_factor: float | None = 1e4) -> History:
+        desc: str | None = None, divergence_factor: float | None = 1e4, warmup: int | None = None,
+        decay: str | None = None) -> History:
     """Train ``model`` by minimising ``loss_fn(model, batch)`` over ``epochs`` passes of ``data``.
 
     Parameters
@@ -854,6 +855,11 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
         Stop after this many optimisation steps in total (a time budget for smoke runs).
     seed
         Fixes the data order of each epoch, so a resumed run sees the same batches.
+    warmup, decay
+        A per-step learning-rate schedule built for you (:func:`warmup_schedule`): a linear warm-up over
+        the first ``warmup`` steps, then ``decay`` (``"linear"``, ``"cosine"`` or ``"constant"``) to the
+        end of training (``max_steps``, or every batch of every epoch). Either one alone is enough
+        (``warmup`` defaults to 0 steps, ``decay`` to ``"constant"``); not with ``scheduler``.
     divergence_factor
         Stop when a loss is more than this many times the largest of the run's first 10 losses in size
         (a finite loss can diverge too); ``None`` stops at NaN or infinite losses only.
@@ -886,6 +892,20 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     model.to(device)
     if optimizer is None:
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    try:
+        n_batches = len(data)  # type: ignore[arg-type]
+    except TypeError:
+        n_batches = None
+    total = None if n_batches is None else n_batches * epochs
+    if max_steps is not None:
+        total = max_steps if total is None else min(total, max_steps)
+    if warmup is not None or decay is not None:
+        if scheduler is not None:
+            raise ValueError("give either a scheduler or warmup/decay (which build one), not both.")
+        if total is None:
+            raise ValueError("warmup/decay need the number of steps: give max_steps, or data with a len().")
+        scheduler = warmup_schedule(optimizer, warmup or 0, total, decay or "constant")
+        schedule_per = "step"
     use_amp = amp is None or bool(amp)  # autocast and grad_scaler switch it off where it does not apply
     run = _Run(model, loss_fn, optimizer, scheduler, schedule_per, grad_scaler(device, enabled=use_amp), device,
                use_amp, clip_grad_norm, _not_a_folder(checkpoint) if checkpoint is not None else None,
@@ -894,13 +914,6 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iterab
     if run.checkpoint is not None and resume and run.checkpoint.exists():
         resumed_rng = run.resume(epochs, max_steps)
 
-    try:
-        n_batches = len(data)  # type: ignore[arg-type]
-    except TypeError:
-        n_batches = None
-    total = None if n_batches is None else n_batches * epochs
-    if max_steps is not None and total is not None:
-        total = min(total, max_steps)
     bar = progress(total=total, initial=min(run.step, total or run.step), desc=desc or type(model).__name__,
                    disable=not progress_bar, leave=True)
     started = time.perf_counter()

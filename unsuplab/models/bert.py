@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_true
-from ..train import History, TensorBatches, autocast, eval_mode, fit, warmup_schedule
+from ..train import History, TensorBatches, autocast, eval_mode, fit
 
 __all__ = ["SPECIAL_TOKENS", "N_SPECIAL", "IGNORE_INDEX", "SENTENCE_END", "WordTokenizer", "PairCorpus",
            "mask_tokens", "attention", "BertConfig", "MultiHeadSelfAttention", "EncoderBlock", "BertEncoder",
@@ -549,9 +549,9 @@ def pretrain(model: BertForPretraining, corpus: PairCorpus, *, steps: int, batch
     batches = MaskedPairs(corpus.to(device), period, batch_size=batch_size, seq_len=seq_len,
                           vocab_size=model.cfg.vocab_size, mask_fn=mask_fn, mask_prob=mask_prob)
     optimizer = _adamw(model, lr, weight_decay, device)
-    scheduler = warmup_schedule(optimizer, int(0.06 * steps) if warmup is None else warmup, steps, decay="linear")
     history = fit(model, lambda model, batch: model.loss(batch), batches, epochs=math.ceil(steps / period),
-                  max_steps=steps, optimizer=optimizer, scheduler=scheduler, schedule_per="step",
+                  max_steps=steps, optimizer=optimizer, warmup=int(0.06 * steps) if warmup is None else warmup,
+                  decay="linear",
                   clip_grad_norm=clip_grad_norm, eval_fn=eval_fn, seed=seed, checkpoint=checkpoint,
                   progress_bar=progress_bar, desc="pretraining")
     history.steps["step"] = list(range(1, len(history.steps["loss"]) + 1))
@@ -624,9 +624,8 @@ def finetune(model: BertClassifier, input_ids: torch.Tensor, labels: torch.Tenso
     batches = TensorBatches(input_ids.to(device), labels.to(device), batch_size=batch_size)
     steps = epochs * len(batches)
     optimizer = _adamw(model, lr, weight_decay, device)
-    scheduler = warmup_schedule(optimizer, int(warmup_fraction * steps), steps, decay="linear")
-    return fit(model, _classification_loss, batches, epochs=epochs, optimizer=optimizer, scheduler=scheduler,
-               schedule_per="step", clip_grad_norm=1.0, seed=seed, progress_bar=progress_bar, desc="fine-tuning")
+    return fit(model, _classification_loss, batches, epochs=epochs, optimizer=optimizer,
+               warmup=int(warmup_fraction * steps), decay="linear", clip_grad_norm=1.0, seed=seed, progress_bar=progress_bar, desc="fine-tuning")
 
 
 @torch.no_grad()

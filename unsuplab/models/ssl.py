@@ -120,7 +120,7 @@ from torch import nn
 from .. import metrics
 from ..checks import CheckFailed, _not_written
 from ..train import (History, TensorBatches, autocast, backward_and_step, check_finite, eval_mode, fit,
-                     grad_scaler, load_checkpoint, progress, save_checkpoint, warmup_schedule)
+                     grad_scaler, load_checkpoint, progress, save_checkpoint)
 
 __all__ = ["CIFAR_MEAN", "CIFAR_STD", "Backbone", "convnet", "resnet18_cifar", "make_backbone", "to_channels_last",
            "Classifier", "extract_features", "evaluate", "random_resized_crop", "random_crop_flip",
@@ -1366,9 +1366,8 @@ def train_context_encoder(model: ContextEncoder, discriminator: CentreDiscrimina
     if adversarial:
         discriminator.to(x.device).train()
     batches = TensorBatches(torch.arange(len(x), device=x.device), batch_size=batch_size, drop_last=True)
-    scheduler = warmup_schedule(optimizer, steps // 20, steps, decay="cosine")
     return fit(model, loss_fn, batches, epochs=math.ceil(steps / len(batches)), max_steps=steps, optimizer=optimizer,
-               scheduler=scheduler, schedule_per="step", seed=seed, desc=desc, progress_bar=progress_bar)
+               warmup=steps // 20, decay="cosine", seed=seed, desc=desc, progress_bar=progress_bar)
 
 
 # ----------------------------------------------------------------------------------------------
