@@ -187,3 +187,23 @@ def test_nat_loss_reassigns_within_the_batch_and_keeps_a_permutation():
         z = model(x[index])
     assert 0 <= logged["changed"] <= 1
     assert loss.item() == pytest.approx((z - state.targets[state.assigned[index]]).pow(2).sum(1).mean().item(), abs=1e-5)
+
+
+def test_nat_reassigns_only_in_every_kth_pass_over_the_images():
+    torch.manual_seed(0)
+    n, dim = 8, 4
+    model = ssl.NoiseAsTargets(ssl.convnet(4), dim=dim).eval()
+    state = ssl.NatState(n, dim, "cpu", generator=torch.Generator().manual_seed(0), reassign_every=3)
+    x, calls = torch.rand(n, 3, 32, 32), []
+
+    def counting(z, targets):  # the Hungarian step, counted
+        calls.append(len(z))
+        return ssl.nat_assign(z, targets)
+
+    for _ in range(7):  # passes 0 to 6 over the 8 images, in batches of 4
+        for start in (0, 4):
+            ssl.nat_loss(model, x, torch.arange(start, start + 4), state, augment=lambda images: images,
+                         assign=counting)
+    assert state.seen == 56 and calls == [4] * 6  # both batches of passes 0, 3 and 6, none of the others
+    with pytest.raises(ValueError, match="reassign_every"):
+        ssl.NatState(n, dim, "cpu", reassign_every=0)

@@ -1425,25 +1425,37 @@ def nat_assign(z: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 class NatState:
-    """What NAT keeps between batches: the fixed targets (N, d) and the assignment ``assigned`` (N,):
-    image n's target is ``targets[assigned[n]]``, a permutation of 0 .. N-1 that starts at random."""
+    """What NAT keeps between batches: the fixed targets (N, d), the assignment ``assigned`` (N,) (image
+    n's target is ``targets[assigned[n]]``, a permutation of 0 .. N-1 that starts at random), and how
+    many images training has seen, which says in which pass over the N images it is. The assignment
+    is re-optimised during every ``reassign_every``-th pass only (passes 0, k, 2k, ...) and kept fixed
+    in between, so that the network can fit its targets before they move again."""
 
-    def __init__(self, n: int, dim: int, device, generator: torch.Generator | None = None):
+    def __init__(self, n: int, dim: int, device, generator: torch.Generator | None = None, reassign_every: int = 1):
+        if reassign_every < 1:
+            raise ValueError(f"reassign_every must be a whole number of passes >= 1, got {reassign_every!r}.")
         self.targets = unit_sphere_targets(n, dim, generator).to(device)
         self.assigned = torch.randperm(n, generator=generator).to(device)
+        self.reassign_every, self.seen = reassign_every, 0
+
+    def reassigning(self, batch: int) -> bool:
+        """Whether the next batch of ``batch`` images falls in a pass that re-optimises the assignment."""
+        this_pass = self.seen // len(self.assigned)
+        self.seen += batch
+        return this_pass % self.reassign_every == 0
 
 
 def nat_loss(model: NoiseAsTargets, x: torch.Tensor, index: torch.Tensor, state: NatState, augment=None,
              assign=nat_assign) -> tuple[torch.Tensor, dict[str, float]]:
-    """Eq. (7.12) on the images ``index`` (B,): re-assign the batch's own targets among its images by
-    ``assign`` (the Hungarian algorithm), store the new assignment in ``state``, then the squared
-    distance of each feature to its target. Also reports ``changed``, the share of images whose
-    target changed (it falls as the assignment settles)."""
+    """Eq. (7.12) on the images ``index`` (B,): in a pass that re-optimises the assignment
+    (:class:`NatState`), re-assign the batch's own targets among its images by ``assign`` (the
+    Hungarian algorithm) and store the new assignment in ``state``; then the squared distance of each
+    feature to its target. Also reports ``changed``, the share of images whose target changed (zero in
+    the passes that keep the assignment fixed)."""
     augment = augment or simclr_augment
     z = model(augment(x[index]))  # (B, d) on the sphere
     mine = state.assigned[index]  # (B,) the batch's targets
-    perm = assign(z.detach(), state.targets[mine])
-    new = mine[perm]
+    new = mine[assign(z.detach(), state.targets[mine])] if state.reassigning(len(index)) else mine
     state.assigned[index] = new
     loss = (z - state.targets[new]).pow(2).sum(1).mean()
     return loss, {"changed": (new != mine).float().mean().item()}
