@@ -353,8 +353,9 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         Claim("context_encoder_beats_random", "The context encoder's features beat the random trunk by at least 3 "
               "points on the linear probe and on k-NN.",
               "min(linear_acc_context - linear_acc_random, knn_acc_context - knn_acc_random) >= 0.03", unit="pts"),
-        Claim("nat_beats_random_knn", "Noise as targets' features beat the random trunk on k-NN by at least 4 "
-              "points.", "knn_acc_nat - knn_acc_random >= 0.04", unit="pts"),
+        Claim("nat_beats_random", "Noise as targets' features beat the random trunk by at least 3 points on the "
+              "linear probe and on k-NN.",
+              "min(linear_acc_nat - linear_acc_random, knn_acc_nat - knn_acc_random) >= 0.03", unit="pts"),
         Claim("exemplar_strongest", "Exemplar-CNN is the strongest of the lab's four label-free methods on the "
               "linear probe and on k-NN.",
               "min(linear_acc_exemplar - max(linear_acc_jigsaw, linear_acc_jigsaw2x2, linear_acc_context, "
