@@ -675,3 +675,24 @@ def test_the_ablation_benchmark_runs_every_comparison_and_measures_each_against_
     for r in runs.values():
         assert 0 <= r["linear"] <= 1 and 0 <= r["knn"] <= 1 and r["seconds"] >= 0
     assert result["settings"]["n_train"] == 256 and "load_average_at_start" in result
+
+
+@needs_mirror
+def test_the_collapse_benchmark_runs_each_setting_with_and_without_the_fixes(tmp_path):
+    # a tiny run of benchmarks/deepcluster_collapse.py: the measured numbers come from the cpu-sized run
+    import runpy
+
+    bench = runpy.run_path(str(ROOT / "benchmarks" / "deepcluster_collapse.py"))
+    out = tmp_path / "collapse.json"
+    assert bench["main"](["--n-train", "256", "--n-test", "128", "--width", "4", "--batch-size", "32", "--dc-k", "8",
+                          "--rounds", "2", "--steps", "1", "--long-steps", "2", "--many-k", "16",
+                          "--out", str(out), "--allow-busy"]) == 0
+    result = json.loads(out.read_text())
+    runs = result["results"]
+    assert len(runs) == 1 + 3 * 2 and len(result["runs"]) == 3
+    naive, fixed = runs["16 clusters, 2 rounds of 1 steps, no fixes"], runs["16 clusters, 2 rounds of 1 steps, both fixes"]
+    assert len(naive["largest"]) == 2 and len(fixed["clusters_used"]) == 2
+    assert fixed["empty"] == [0, 0] and max(naive["clusters_used"]) <= 16
+    assert result["runs"]["crops and flips, 2 rounds of 1 steps"]["augment"] == "random_crop_flip"
+    for r in runs.values():
+        assert 0 <= r["linear"] <= 1 and 0 <= r["knn"] <= 1 and r["seconds"] >= 0
