@@ -329,7 +329,9 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
               expected_to_fail="issue 14: K-means on whitened features, restarted every round, leaves no cluster "
                                "empty in either version, undoes even a round made lopsided on purpose, and lets "
                                "neither version drift over more rounds than the lab runs "
-                               "(results/benchmarks/ssl_ablations-cpu.json); the fixes are shown in the trap"),
+                               "(results/benchmarks/ssl_ablations-cpu.json), nor at 5 times the learning rate, with "
+                               "the paper's crops and flips, or with 4 times the clusters "
+                               "(results/benchmarks/deepcluster_collapse-cpu.json); the fixes are shown in the trap"),
         Claim("balanced_sampling_defuses_trap", "In the synthetic trap, class-balanced sampling stops one "
               "giant cluster from swallowing the predictions.",
               "dc_trap_predicted_giant_uniform - dc_trap_predicted_giant_balanced >= 0.5", unit="pts"),
