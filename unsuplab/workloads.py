@@ -24,8 +24,8 @@ from .cost import Phase, optimiser_step
 from .train import backward_and_step, grad_scaler
 
 __all__ = ["LABS", "phases", "evaluation", "SOLUTIONS", "baselines", "sparse_coding", "rbm_dbn", "autoencoders",
-           "vae", "gan", "self_supervised", "pretext_tasks", "word2vec", "bert", "translation", "energy_based_models", "few_labels",
-           "WORKLOADS"]
+           "vae", "gan", "self_supervised", "pretext_tasks", "word2vec", "bert", "translation", "energy_based_models",
+           "few_labels", "WORKLOADS"]
 
 LABS = ("01_baselines", "02_sparse_coding", "03_rbm_dbn", "04_autoencoders", "05_vae", "06_gan",
         "07_self_supervised", "07_pretext_tasks", "08_word2vec", "08_bert", "09_unsupervised_translation",
@@ -692,23 +692,12 @@ def pretext_tasks(s: dict) -> list[Phase]:
             return F.cross_entropy(m(puzzles), j)
         return loss
 
-    def context_step(b):                   # one step of train_context_encoder: D, then G
+    def context_step(b):                   # one step of train_context_encoder: D's step inside G's loss
         model = ssl.to_channels_last(ssl.ContextEncoder(trunk(), centre=s["centre"]), "cpu")
         disc = ssl.to_channels_last(ssl.CentreDiscriminator(), "cpu")
-        x, g_opt, d_opt = torch.rand(b, 3, 32, 32), torch.optim.Adam(model.parameters()), torch.optim.Adam(disc.parameters())
-
-        def step():
-            masked, real = ssl.mask_centre(ssl.random_crop_flip(x), s["centre"])
-            painted = model(masked)
-            d_loss = F.softplus(-disc(real)).mean() + F.softplus(disc(painted.detach())).mean()
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            loss = ssl.reconstruction_loss(painted, real) + F.softplus(-disc(painted)).mean()
-            g_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            g_opt.step()
-        return step
+        x, d_opt = torch.rand(b, 3, 32, 32), torch.optim.Adam(disc.parameters())
+        return optimiser_step(model, lambda: ssl.context_encoder_loss(model, ssl.random_crop_flip(x), s["centre"], disc,
+                                                                      d_opt, s["lambda_adv"])[0])
 
     def exemplar(m, x):
         return ssl.exemplar_loss(m, x, torch.arange(len(x)))

@@ -93,7 +93,8 @@ and one cluster that swallows the data (class-balanced sampling, :func:`balanced
 * Noise as targets, NAT (Bojanowski & Joulin 2017). N fixed targets :math:`c_1, \\dots, c_N` drawn
   uniformly on the unit sphere, one per image, and an assignment P (a permutation) of images to
   targets; the features :math:`z = h(f_\\theta(x))` on the sphere are pulled towards their targets,
-  and P is re-optimised on every batch by the Hungarian algorithm:
+  and P is re-optimised batch by batch by the Hungarian algorithm (in every k-th pass over the
+  images, :class:`NatState`):
 
   .. math:: \\min_\\theta \\min_{P} \\frac{1}{B} \\sum_{b} \\lVert z_b - c_{P(b)} \\rVert_2^2   (7.12)
 
@@ -129,10 +130,10 @@ __all__ = ["CIFAR_MEAN", "CIFAR_STD", "Backbone", "convnet", "resnet18_cifar", "
            "AB_RANGE", "ab_bin_centres", "quantize_ab", "rebalancing_weights", "Colorizer", "colorization_loss",
            "InstanceNet", "MemoryBank", "npid_loss", "ProjectionHead", "SimCLR", "gather_with_grad", "nt_xent",
            "train_simclr", "pca_whiten", "reassign_empty_clusters", "reassignment_problem", "check_reassignment",
-           "kmeans_pseudo_labels", "balanced_weights", "train_deepcluster",
-           "all_permutations", "choose_far_apart", "hamming_permutations", "mean_hamming_distance", "jigsaw_tiles", "shuffle_tiles", "jigsaw_batch", "JigsawNet",
+           "kmeans_pseudo_labels", "balanced_weights", "train_deepcluster", "all_permutations", "choose_far_apart",
+           "hamming_permutations", "mean_hamming_distance", "jigsaw_tiles", "shuffle_tiles", "jigsaw_batch", "JigsawNet",
            "mask_centre", "ChannelwiseLinear", "ContextEncoder", "CentreDiscriminator", "reconstruction_loss",
-           "train_context_encoder", "ExemplarCNN", "exemplar_loss", "unit_sphere_targets", "NoiseAsTargets",
+           "dis_step", "context_encoder_loss", "train_context_encoder", "ExemplarCNN", "exemplar_loss", "unit_sphere_targets", "NoiseAsTargets",
            "nat_assign", "NatState", "nat_loss"]
 
 # CIFAR-10's channel means and standard deviations (of the official training set), used to normalise.
@@ -1328,43 +1329,57 @@ def reconstruction_loss(painted: torch.Tensor, centre: torch.Tensor) -> torch.Te
     return (painted - centre).pow(2).flatten(1).sum(1).mean()
 
 
+def dis_step(discriminator: CentreDiscriminator, d_optimizer: torch.optim.Optimizer, painted: torch.Tensor,
+             real: torch.Tensor) -> None:
+    """D's step of eq. (7.10)'s game, the GAN loss of chapter 6: real centres -> 1, painted ones -> 0."""
+    logits_real, logits_fake = discriminator(real), discriminator(painted.detach())
+    d_loss = (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
+              + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
+    d_optimizer.zero_grad(set_to_none=True)
+    d_loss.backward()
+    d_optimizer.step()
+
+
+def context_encoder_loss(model: ContextEncoder, images: torch.Tensor, centre: int = 16,
+                         discriminator: CentreDiscriminator | None = None,
+                         d_optimizer: torch.optim.Optimizer | None = None, lambda_adv: float = 0.001
+                         ) -> tuple[torch.Tensor, dict[str, float]]:
+    """G's loss of eq. (7.10) on a batch of images: mask the centre and paint it. With a discriminator
+    (and ``lambda_adv > 0``), first take D's step on the real and painted centres (:func:`dis_step`),
+    then return ``(1 - lambda_adv) * reconstruction + lambda_adv * (-log D(painted))``; without one, the
+    reconstruction alone. Also returns the parts: ``rec`` (the squared error per image) and ``adv``."""
+    masked, real = mask_centre(images, centre)
+    painted = model(masked)
+    rec = reconstruction_loss(painted, real)
+    if discriminator is None or lambda_adv <= 0:
+        return rec, {"rec": rec.item()}
+    dis_step(discriminator, d_optimizer, painted, real)
+    logits = discriminator(painted)
+    adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))  # -log D(G(.)), non-saturating
+    return (1 - lambda_adv) * rec + lambda_adv * adv, {"rec": rec.item(), "adv": adv.item()}
+
+
 def train_context_encoder(model: ContextEncoder, discriminator: CentreDiscriminator | None, x: torch.Tensor, *,
                           steps: int, batch_size: int, lr: float, centre: int = 16, lambda_adv: float = 0.001,
                           augment=None, seed: int = 0, desc: str = "context encoder", progress_bar: bool = True
                           ) -> History:
     """Eq. (7.10) for ``steps`` steps of Adam on images ``x`` on the device, with a warm-up and cosine
-    decay of the rate. Every step first updates D on real and painted centres (``dis_step``), then
-    G = encoder + decoder on ``lambda_rec * reconstruction + lambda_adv * adversarial`` with
-    ``lambda_rec = 1 - lambda_adv``. ``discriminator=None`` (or ``lambda_adv=0``) trains the reconstruction
-    alone. ``augment`` (default: random crops and flips) is applied before the centre is masked.
-    The history's steps hold ``loss``, ``rec`` (the squared error per image) and ``adv``."""
+    decay of the rate: every step is :func:`context_encoder_loss` (D's step, then G's loss), and G =
+    encoder + decoder is updated on that loss. ``discriminator=None`` (or ``lambda_adv=0``) trains the
+    reconstruction alone. ``augment`` (default: random crops and flips) is applied before the centre is
+    masked. The history's steps hold ``loss``, ``rec`` (the squared error per image) and ``adv``."""
     augment = augment or random_crop_flip
     adversarial = discriminator is not None and lambda_adv > 0
-    g_params = list(model.parameters())
-    optimizer = torch.optim.Adam(g_params, lr=lr, betas=(0.5, 0.999))
-    d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999)) if adversarial else None
-
-    def dis_step(painted: torch.Tensor, real: torch.Tensor) -> None:  # D: real centres -> 1, painted -> 0
-        logits_real, logits_fake = discriminator(real), discriminator(painted.detach())
-        d_loss = (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
-                  + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
-        d_optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
-        d_optimizer.step()
-
-    def loss_fn(net: ContextEncoder, index: torch.Tensor):
-        masked, real = mask_centre(augment(x[index]), centre)
-        painted = net(masked)
-        rec = reconstruction_loss(painted, real)
-        if not adversarial:
-            return rec, {"rec": rec.item()}
-        dis_step(painted, real)
-        logits = discriminator(painted)
-        adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))  # -log D(G(.)), non-saturating
-        return (1 - lambda_adv) * rec + lambda_adv * adv, {"rec": rec.item(), "adv": adv.item()}
-
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
+    d_optimizer = None
     if adversarial:
         discriminator.to(x.device).train()
+        d_optimizer = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+
+    def loss_fn(net: ContextEncoder, index: torch.Tensor):
+        return context_encoder_loss(net, augment(x[index]), centre, discriminator if adversarial else None,
+                                    d_optimizer, lambda_adv)
+
     batches = TensorBatches(torch.arange(len(x), device=x.device), batch_size=batch_size, drop_last=True)
     return fit(model, loss_fn, batches, epochs=math.ceil(steps / len(batches)), max_steps=steps, optimizer=optimizer,
                warmup=steps // 20, decay="cosine", seed=seed, desc=desc, progress_bar=progress_bar)
