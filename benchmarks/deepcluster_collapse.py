@@ -21,24 +21,17 @@ About 5 minutes on an idle 2-core CPU; like ``ssl_ablations.py`` it writes nothi
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import unsuplab as ul  # noqa: E402
-from ssl_ablations import Experiment, deepcluster, timed  # noqa: E402
+from ssl_ablations import Experiment, deepcluster, experiment_parser, load_if_idle, timed, write_summary  # noqa: E402
 from unsuplab.models import ssl  # noqa: E402
-from unsuplab.runtime import device_name  # noqa: E402
+
 
 def settings(args) -> dict[str, dict]:
     """Each run's keyword arguments of ``deepcluster()``; the rest as in lab 7 (k = 50, lr = 2e-3, SimCLR's views)."""
@@ -53,30 +46,16 @@ def settings(args) -> dict[str, dict]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-train", type=int, default=20_000)
-    parser.add_argument("--n-test", type=int, default=10_000)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--dc-k", type=int, default=50)
-    parser.add_argument("--dc-rounds", type=int, default=3)
-    parser.add_argument("--dc-steps", type=int, default=200)
+    parser = experiment_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4, help="rounds of every run")
     parser.add_argument("--steps", type=int, default=300, help="steps per round")
     parser.add_argument("--long-steps", type=int, default=500, help="steps per round at the high learning rate")
     parser.add_argument("--high-lr", type=float, default=1e-2, help="5 times the lab's")
     parser.add_argument("--many-k", type=int, default=200, help="4 times the lab's clusters")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="write the results here (JSON)")
-    parser.add_argument("--allow-busy", action="store_true", help="write even if the machine was busy")
     args = parser.parse_args(argv)
 
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
-    cores = os.cpu_count()
-    if args.out and load_at_start[0] > cores and not args.allow_busy:
-        print(f"the load average is {load_at_start[0]} on {cores} cores: other work is running. Nothing is written; "
-              "wait for an idle machine (or pass --allow-busy).")
+    load_at_start = load_if_idle(args)
+    if load_at_start is None:
         return 1
     ul.setup("cpu", seed=args.seed)
     e = Experiment(args)
@@ -88,20 +67,8 @@ def main(argv=None) -> int:
             results[row] = r = timed(lambda: deepcluster(e, fixes=fixes, **kwargs))
             print(f"{row:55s} largest {[round(s, 3) for s in r['largest']]}  used {r['clusters_used']}  "
                   f"linear {r['linear']:.1%}  k-NN {r['knn']:.1%}  ({r['seconds']:.0f} s)", flush=True)
-    commit, dirty = ul.bench.git_state(ROOT)
-    summary = {
-        "benchmark": "deepcluster_collapse", "data": e.data, "settings": vars(args) | {"out": None},
-        "runs": {name: {k: (v.__name__ if callable(v) else v) for k, v in kw.items()} for name, kw in runs.items()},
-        "machine": device_name(torch.device("cpu")), "platform": platform.platform(), "cores": cores,
-        "torch": torch.__version__, "git_commit": commit, "git_dirty": dirty,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "load_average_at_start": load_at_start, "machine_was_busy": load_at_start[0] > cores,
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "results": results,
-    }
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_summary("deepcluster_collapse", e, args, load_at_start, results,
+                  runs={name: {k: (v.__name__ if callable(v) else v) for k, v in kw.items()} for name, kw in runs.items()})
     return 0
 
 

@@ -151,31 +151,64 @@ def lab_relative_position(e: Experiment) -> dict:
     return e.evaluate(model)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def experiment_parser(description: str) -> argparse.ArgumentParser:
+    """The command line of lab 7's cpu setting (data, trunk, Adam, DeepCluster, seed) and of the output,
+    shared by this script and ``deepcluster_collapse.py``; each adds its own flags."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--n-train", type=int, default=20_000)
     parser.add_argument("--n-test", type=int, default=10_000)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=1_000, help="Adam steps of relative position's variants")
-    parser.add_argument("--npid-steps", type=int, default=400)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--dc-k", type=int, default=50)
     parser.add_argument("--dc-rounds", type=int, default=3)
     parser.add_argument("--dc-steps", type=int, default=200)
-    parser.add_argument("--dc-long-rounds", type=int, default=10, help="rounds of the longer DeepCluster pair")
-    parser.add_argument("--dc-long-steps", type=int, default=100, help="steps per round of the longer pair")
-    parser.add_argument("--relpos-steps", type=int, nargs="+", default=[500, 1_000, 2_000])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results here (JSON)")
     parser.add_argument("--allow-busy", action="store_true", help="write even if the machine was busy")
+    return parser
+
+
+def load_if_idle(args) -> list[float] | None:
+    """The load average now; ``None`` (and a printed reason) when results are to be written and other
+    work is running, since the benchmark would measure it too (``--allow-busy`` writes anyway)."""
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    if args.out and load_at_start[0] > os.cpu_count() and not args.allow_busy:
+        print(f"the load average is {load_at_start[0]} on {os.cpu_count()} cores: other work is running, and this "
+              "benchmark would measure it too. Nothing is written; wait for an idle machine (or pass --allow-busy).")
+        return None
+    return load_at_start
+
+
+def write_summary(benchmark: str, e: Experiment, args, load_at_start: list[float], results: dict, **extra) -> None:
+    """Print and, with ``--out``, write the results with the settings, the machine, the commit and the load."""
+    commit, dirty = ul.bench.git_state(ROOT)
+    cores = os.cpu_count()
+    summary = {
+        "benchmark": benchmark, "data": e.data, "settings": vars(args) | {"out": None}, **extra,
+        "machine": device_name(torch.device("cpu")), "platform": platform.platform(), "cores": cores,
+        "torch": torch.__version__, "git_commit": commit, "git_dirty": dirty,
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average_at_start": load_at_start, "machine_was_busy": load_at_start[0] > cores,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "results": results,
+    }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+def main(argv=None) -> int:
+    parser = experiment_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=1_000, help="Adam steps of relative position's variants")
+    parser.add_argument("--npid-steps", type=int, default=400)
+    parser.add_argument("--dc-long-rounds", type=int, default=10, help="rounds of the longer DeepCluster pair")
+    parser.add_argument("--dc-long-steps", type=int, default=100, help="steps per round of the longer pair")
+    parser.add_argument("--relpos-steps", type=int, nargs="+", default=[500, 1_000, 2_000])
     args = parser.parse_args(argv)
 
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
-    cores = os.cpu_count()
-    if args.out and load_at_start[0] > cores and not args.allow_busy:
-        print(f"the load average is {load_at_start[0]} on {cores} cores: other work is running, and this "
-              "benchmark would measure it too. Nothing is written; wait for an idle machine (or pass --allow-busy).")
+    load_at_start = load_if_idle(args)
+    if load_at_start is None:
         return 1
     ul.setup("cpu", seed=args.seed)
     e = Experiment(args)
@@ -207,19 +240,7 @@ def main(argv=None) -> int:
     for r in results.values():
         r["linear_over_random"] = r["linear"] - random["linear"]
         r["knn_over_random"] = r["knn"] - random["knn"]
-    commit, dirty = ul.bench.git_state(ROOT)
-    summary = {
-        "benchmark": "ssl_ablations", "data": e.data, "settings": vars(args) | {"out": None},
-        "machine": device_name(torch.device("cpu")), "platform": platform.platform(), "cores": cores,
-        "torch": torch.__version__, "git_commit": commit, "git_dirty": dirty,
-        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "load_average_at_start": load_at_start, "machine_was_busy": load_at_start[0] > cores,
-        "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "results": results,
-    }
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    write_summary("ssl_ablations", e, args, load_at_start, results)
     return 0
 
 
