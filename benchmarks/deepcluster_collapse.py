@@ -10,13 +10,20 @@ with and without the fixes from the same start, on the lab's data, trunk and eva
 - the paper's crops and flips instead of SimCLR's augmentation (colour is left as an easy cue);
 - 4 times as many clusters (smaller clusters, easier to empty).
 
+None of these collapses (the committed results). Two more of the paper's choices guard the clusters
+besides the fixes: K-means restarts from random images every round, and it clusters PCA-whitened
+features. The second part of the script takes both away (L2-normalised features without whitening,
+K-means started from the last round's centroids), with 10 times the lab's clusters at the high learning
+rate, and runs it without the fixes, with each fix alone and with both; one more run without the fixes
+restarts K-means every round, to tell which guard matters.
+
 Each row records, round by round, the largest cluster's share of the images, the number of clusters in
 use, NMI with the classes, and the frozen features' linear probe and k-NN at the end.
 
     PYTHONPATH=. UNSUPLAB_DATA_MIRROR=... python benchmarks/deepcluster_collapse.py \\
         --out results/benchmarks/deepcluster_collapse-cpu.json
 
-About 5 minutes on an idle 2-core CPU; like ``ssl_ablations.py`` it writes nothing when the machine is busy.
+About 10 minutes on an idle 2-core CPU; like ``ssl_ablations.py`` it writes nothing when the machine is busy.
 """
 
 from __future__ import annotations
@@ -45,6 +52,23 @@ def settings(args) -> dict[str, dict]:
     }
 
 
+def guards_down(args) -> dict[str, dict]:
+    """Each run's keyword arguments of ``deepcluster()`` with the paper's other guards taken away: no
+    whitening, and (but for the first run) K-means carried over from the last round's centroids."""
+    setting = (f"{args.guard_k} clusters, learning rate {args.high_lr:g}, {args.guard_rounds} rounds of "
+               f"{args.guard_steps} steps, no whitening")
+    base = {"k": args.guard_k, "lr": args.high_lr, "rounds": args.guard_rounds, "steps": args.guard_steps,
+            "whiten": False, "fixes": False}
+    carried = {**base, "carry_centroids": True}
+    return {
+        f"{setting}, K-means restarted, no fixes": base,
+        f"{setting}, centroids carried over, no fixes": carried,
+        f"{setting}, centroids carried over, re-assignment only": {**carried, "reassign": True},
+        f"{setting}, centroids carried over, balanced sampling only": {**carried, "balanced": True},
+        f"{setting}, centroids carried over, both fixes": {**carried, "fixes": True},
+    }
+
+
 def main(argv=None) -> int:
     parser = experiment_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4, help="rounds of every run")
@@ -52,6 +76,9 @@ def main(argv=None) -> int:
     parser.add_argument("--long-steps", type=int, default=500, help="steps per round at the high learning rate")
     parser.add_argument("--high-lr", type=float, default=1e-2, help="5 times the lab's")
     parser.add_argument("--many-k", type=int, default=200, help="4 times the lab's clusters")
+    parser.add_argument("--guard-k", type=int, default=500, help="clusters with the other guards down")
+    parser.add_argument("--guard-rounds", type=int, default=8, help="rounds with the other guards down")
+    parser.add_argument("--guard-steps", type=int, default=150, help="steps per round with the other guards down")
     args = parser.parse_args(argv)
 
     load_at_start = load_if_idle(args)
@@ -60,15 +87,16 @@ def main(argv=None) -> int:
     ul.setup("cpu", seed=args.seed)
     e = Experiment(args)
     results = {"random weights": timed(lambda: e.evaluate(ssl.to_channels_last(e.trunk(), "cpu")))}
-    runs = settings(args)
-    for name, kwargs in runs.items():
-        for fixes in (False, True):
-            row = f"{name}, " + ("both fixes" if fixes else "no fixes")
-            results[row] = r = timed(lambda: deepcluster(e, fixes=fixes, **kwargs))
-            print(f"{row:55s} largest {[round(s, 3) for s in r['largest']]}  used {r['clusters_used']}  "
-                  f"linear {r['linear']:.1%}  k-NN {r['knn']:.1%}  ({r['seconds']:.0f} s)", flush=True)
+    runs, guarded = settings(args), guards_down(args)
+    rows = {f"{name}, " + ("both fixes" if fixes else "no fixes"): {**kwargs, "fixes": fixes}
+            for name, kwargs in runs.items() for fixes in (False, True)}
+    for row, kwargs in (rows | guarded).items():
+        results[row] = r = timed(lambda: deepcluster(e, **kwargs))
+        print(f"{row:55s} largest {[round(s, 3) for s in r['largest']]}  used {r['clusters_used']}  "
+              f"linear {r['linear']:.1%}  k-NN {r['knn']:.1%}  ({r['seconds']:.0f} s)", flush=True)
     write_summary("deepcluster_collapse", e, args, load_at_start, results,
-                  runs={name: {k: (v.__name__ if callable(v) else v) for k, v in kw.items()} for name, kw in runs.items()})
+                  runs={name: {k: (v.__name__ if callable(v) else v) for k, v in kw.items()} for name, kw in runs.items()},
+                  guards_down=guarded)
     return 0
 
 

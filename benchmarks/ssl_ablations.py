@@ -101,11 +101,16 @@ def npid(e: Experiment, start_from_network: bool) -> dict:
 
 def deepcluster(e: Experiment, augment=ssl.simclr_augment, *, fixes: bool = True, lopsided_start: bool = False,
                 rounds: int | None = None, steps: int | None = None, k: int | None = None,
-                lr: float | None = None) -> dict:
+                lr: float | None = None, reassign: bool | None = None, balanced: bool | None = None,
+                whiten: bool = True, carry_centroids: bool = False) -> dict:
     """The lab's DeepCluster; with ``lopsided_start`` its first clustering is made uneven: clusters
-    0..k/2-1 merged into one. ``fixes``: empty-cluster re-assignment and class-balanced sampling.
-    ``rounds``, ``steps`` (per round), ``k`` and ``lr`` default to the lab's."""
+    0..k/2-1 merged into one. ``fixes``: empty-cluster re-assignment and class-balanced sampling
+    (``reassign`` or ``balanced``, if given, sets that fix alone). ``rounds``, ``steps`` (per round),
+    ``k`` and ``lr`` default to the lab's; ``whiten`` and ``carry_centroids`` as in
+    :func:`~unsuplab.models.ssl.train_deepcluster`."""
     k = k or e.args.dc_k
+    reassign = fixes if reassign is None else reassign
+    balanced = fixes if balanced is None else balanced
 
     def lopsided(round_, pseudo):
         return torch.where(pseudo < k // 2, torch.zeros_like(pseudo), pseudo) if round_ == 0 else pseudo
@@ -113,7 +118,8 @@ def deepcluster(e: Experiment, augment=ssl.simclr_augment, *, fixes: bool = True
     model = ssl.to_channels_last(ssl.Classifier(e.trunk(), k), "cpu")
     history = ssl.train_deepcluster(model, e.x, rounds=rounds or e.args.dc_rounds, steps_per_round=steps or e.args.dc_steps,
                                     batch_size=e.args.batch_size, lr=lr or e.args.lr, augment=augment, labels=e.y,
-                                    reassign=ssl.reassign_empty_clusters if fixes else None, balanced=fixes,
+                                    reassign=ssl.reassign_empty_clusters if reassign else None, balanced=balanced,
+                                    whiten=whiten, carry_centroids=carry_centroids,
                                     relabel=lopsided if lopsided_start else None, seed=e.args.seed, progress_bar=False)
     empty = [int(n) for n in history.epochs["empty"]]  # counts: a History holds floats
     return {**e.evaluate(model), "largest": history.epochs["largest"], "empty": empty,

@@ -367,6 +367,23 @@ def test_full_07_self_supervised_deepcluster_round_step(lab7):
     assert changed(before, model.backbone)
 
 
+def test_full_07_self_supervised_deepcluster_with_its_guards_down(lab7):
+    # the lab's second DeepCluster pair: no whitening, K-means carried over from round to round, k = 1,000
+    s = lab7
+    k = s["guard_k"]
+    assert k == 1_000 and s["guard_rounds"] >= 2
+    x, y = cifar_like(k + REDUCED_BATCH)
+    torch.manual_seed(s["seed"])
+    model = ssl.to_channels_last(ssl.Classifier(new_trunk(s), k), "cpu")
+    before = snapshot(model.backbone)
+    history = ssl.train_deepcluster(model, x, rounds=2, steps_per_round=1, batch_size=REDUCED_BATCH, lr=s["guard_lr"],
+                                    kmeans_iters=s["dc_kmeans_iters"], whiten=False, carry_centroids=True,
+                                    balanced=False, reassign=None, labels=y, seed=s["seed"], progress_bar=False)
+    assert len(history.info["sizes"]) == 2 and all(len(sizes) == k for sizes in history.info["sizes"])
+    assert all(math.isfinite(v) for v in history.epochs["loss"] + history.epochs["nmi"] + history.steps["loss"])
+    assert changed(before, model.backbone)
+
+
 # ------------------------------------------------------------------------------------------------
 # Lab 7b: the ResNet-18 trunk under the jigsaw, the context encoder, Exemplar-CNN and noise as targets
 # ------------------------------------------------------------------------------------------------

@@ -267,6 +267,46 @@ def test_kmeans_without_reassignment_leaves_clusters_empty_and_with_it_none():
     assert (torch.bincount(fixed, minlength=6) > 0).all()
 
 
+def test_kmeans_from_given_centroids_keeps_a_stranded_one_empty_unless_reassigned():
+    # Two blobs and three starting centroids, the third where no point is any more (as when the features
+    # moved since the last round): Lloyd's steps never give it a point; the split does.
+    g = torch.Generator().manual_seed(0)
+    features = torch.cat([torch.randn(30, 2, generator=g) * 0.1, torch.randn(30, 2, generator=g) * 0.1 + 4])
+    init = torch.tensor([[0.0, 0.0], [4.0, 4.0], [-50.0, 50.0]])
+    plain, centroids = ssl.kmeans_pseudo_labels(features, 3, reassign=None, init=init)
+    assert torch.bincount(plain, minlength=3).tolist() == [30, 30, 0]
+    assert torch.equal(centroids[2], init[2])                       # frozen where it started
+    fixed, _ = ssl.kmeans_pseudo_labels(features, 3, init=init)
+    assert (torch.bincount(fixed, minlength=3) > 0).all()
+    with pytest.raises(ValueError, match="k = 3 centroids"):
+        ssl.kmeans_pseudo_labels(features, 3, init=init[:2])
+
+
+def test_deepcluster_carries_centroids_only_without_whitening():
+    model = ssl.Classifier(ssl.make_backbone("convnet", 4), 4)
+    x = torch.rand(40, 3, 32, 32)
+    with pytest.raises(ValueError, match="whiten=False"):
+        ssl.train_deepcluster(model, x, rounds=1, steps_per_round=1, batch_size=8, lr=1e-3, carry_centroids=True)
+    calls = []
+    real = ssl.kmeans_pseudo_labels
+
+    def spy(features, k, **kwargs):
+        calls.append((features, kwargs["init"]))
+        return real(features, k, **kwargs)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(ssl, "kmeans_pseudo_labels", spy):
+        history = ssl.train_deepcluster(model, x, rounds=3, steps_per_round=1, batch_size=8, lr=1e-3, whiten=False,
+                                        carry_centroids=True, progress_bar=False)
+    assert len(history.epochs["empty"]) == 3 and calls[0][1] is None
+    for features, init in calls:
+        assert torch.allclose(features.norm(dim=1), torch.ones(len(x)), atol=1e-5)  # L2-normalised, not whitened
+    for (features, _), (_, init) in zip(calls, calls[1:]):  # each round starts where the last one's K-means ended
+        assert init.shape == (4, features.shape[1])
+    assert not torch.equal(calls[1][1], calls[2][1])
+
+
 def test_balanced_weights_make_every_cluster_equally_likely():
     labels = torch.tensor([0, 0, 0, 0, 1, 2, 2, 4])  # cluster 3 is empty
     w = ssl.balanced_weights(labels, 5)
@@ -686,10 +726,18 @@ def test_the_collapse_benchmark_runs_each_setting_with_and_without_the_fixes(tmp
     out = tmp_path / "collapse.json"
     assert bench["main"](["--n-train", "256", "--n-test", "128", "--width", "4", "--batch-size", "32", "--dc-k", "8",
                           "--rounds", "2", "--steps", "1", "--long-steps", "2", "--many-k", "16",
+                          "--guard-k", "20", "--guard-rounds", "2", "--guard-steps", "1",
                           "--out", str(out), "--allow-busy"]) == 0
     result = json.loads(out.read_text())
     runs = result["results"]
-    assert len(runs) == 1 + 3 * 2 and len(result["runs"]) == 3
+    assert len(runs) == 1 + 3 * 2 + 5 and len(result["runs"]) == 3 and len(result["guards_down"]) == 5
+    guarded = {name.rsplit(", ", 2)[-2] + ", " + name.rsplit(", ", 1)[-1]: kw for name, kw in result["guards_down"].items()}
+    assert all(kw["k"] == 20 and kw["whiten"] is False for kw in guarded.values())
+    assert "carry_centroids" not in guarded["K-means restarted, no fixes"]
+    assert guarded["centroids carried over, re-assignment only"] == {**guarded["centroids carried over, no fixes"],
+                                                                      "reassign": True}
+    both = runs[next(name for name in result["guards_down"] if name.endswith("both fixes"))]
+    assert both["empty"] == [0, 0] and len(both["nmi"]) == 2
     naive, fixed = runs["16 clusters, 2 rounds of 1 steps, no fixes"], runs["16 clusters, 2 rounds of 1 steps, both fixes"]
     assert len(naive["largest"]) == 2 and len(fixed["clusters_used"]) == 2
     assert fixed["empty"] == [0, 0] and max(naive["clusters_used"]) <= 16

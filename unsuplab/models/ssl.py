@@ -1051,15 +1051,22 @@ def check_reassignment(reassign: Callable, cases: list[tuple[torch.Tensor, torch
 
 def kmeans_pseudo_labels(features: torch.Tensor, k: int, *, iters: int = 20,
                          reassign: Callable | None = reassign_empty_clusters,
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. (7.7) by Lloyd's algorithm from k random points, with ``reassign(features, assignments, k)``
-    run after every assignment step (``None``: empty clusters stay empty, their centroids frozen).
-    ``features`` (N, D) -> pseudo-labels (N,) and centroids (k, D)."""
+                         generator: torch.Generator | None = None,
+                         init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. (7.7) by Lloyd's algorithm from k random points (or from the centroids ``init``, (k, D)),
+    with ``reassign(features, assignments, k)`` run after every assignment step (``None``: empty
+    clusters stay empty, their centroids frozen). ``features`` (N, D) -> pseudo-labels (N,) and
+    centroids (k, D)."""
     if not 1 <= k <= len(features):
         raise ValueError(f"k must be between 1 and the number of points ({len(features)}), got {k}.")
     f = features.float()
-    start = torch.randperm(len(f), generator=generator)[:k].to(f.device)
-    centroids = f[start].clone()  # (k, D)
+    if init is None:
+        centroids = f[torch.randperm(len(f), generator=generator)[:k].to(f.device)].clone()  # (k, D)
+    elif init.shape != (k, f.shape[1]):
+        raise ValueError(f"init must hold k = {k} centroids of the features' {f.shape[1]} dimensions, "
+                         f"got shape {tuple(init.shape)}.")
+    else:
+        centroids = init.float().clone()
     for _ in range(iters):
         d = (f * f).sum(1, keepdim=True) - 2 * f @ centroids.T + (centroids * centroids).sum(1)  # (N, k)
         labels = d.argmin(1)
@@ -1081,6 +1088,7 @@ def balanced_weights(labels: torch.Tensor, k: int) -> torch.Tensor:
 def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_per_round: int,
                       batch_size: int, lr: float, pca_dim: int = 64, kmeans_iters: int = 20,
                       reassign: Callable | None = reassign_empty_clusters, balanced: bool = True,
+                      whiten: bool = True, carry_centroids: bool = False,
                       augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                       labels: torch.Tensor | None = None, seed: int = 0, progress_bar: bool = True,
                       relabel: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> History:
@@ -1097,6 +1105,13 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
     ``relabel(round, pseudo_labels)``, if given, replaces each round's pseudo-labels before they are
     logged and trained on (an experiment's handle, e.g. a first round made lopsided on purpose).
 
+    Two of the paper's choices also keep the clusters alive, and can be switched off to see the fixes
+    at work: ``whiten=False`` clusters the L2-normalised features without PCA and whitening, and
+    ``carry_centroids=True`` starts each round's K-means from the last round's centroids instead of
+    from random images (it needs ``whiten=False``: the PCA basis is recomputed every round, so last
+    round's centroids mean nothing in the new one). A centroid that loses all its images then stays
+    where the features were a round ago, and without ``reassign`` its cluster never comes back.
+
     Returns a :class:`~unsuplab.train.History` whose ``epochs`` hold one row per **round**: ``empty``
     (the number of empty clusters), ``largest`` (the share of the images in the largest cluster),
     ``loss`` (the mean training loss of the round) and, given the true ``labels``, ``nmi`` between
@@ -1104,16 +1119,22 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
     holds every step's loss, round after round; ``info["sizes"]`` each round's cluster sizes, largest
     first; ``seconds`` the time of the whole alternation, clustering included.
     """
+    if carry_centroids and whiten:
+        raise ValueError("carry_centroids=True needs whiten=False: the whitened PCA basis is recomputed every round, "
+                         "so last round's centroids mean nothing in the new one.")
     k = model.head.out_features
     augment = augment or simclr_augment
     generator = torch.Generator().manual_seed(seed)
+    centroids = None
     device = x.device
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     history = History(info={"sizes": []})
     started = time.perf_counter()
     for round_ in range(rounds):
-        codes = pca_whiten(extract_features(model, x), pca_dim)  # (N, pca_dim)
-        pseudo, _ = kmeans_pseudo_labels(codes, k, iters=kmeans_iters, reassign=reassign, generator=generator)
+        features = extract_features(model, x)
+        codes = pca_whiten(features, pca_dim) if whiten else F.normalize(features.float(), dim=1)  # (N, D')
+        pseudo, centroids = kmeans_pseudo_labels(codes, k, iters=kmeans_iters, reassign=reassign, generator=generator,
+                                                 init=centroids if carry_centroids else None)
         if relabel is not None:
             pseudo = relabel(round_, pseudo)
         sizes = torch.bincount(pseudo, minlength=k)
