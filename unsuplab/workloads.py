@@ -629,6 +629,11 @@ def self_supervised(s: dict) -> list[Phase]:
         return lambda: ssl.kmeans_pseudo_labels(ssl.pca_whiten(f, 64), k, iters=s["dc_kmeans_iters"],
                                                 generator=torch.Generator().manual_seed(0))
 
+    def unwhitened_clustering(rows):                 # the guards-down pair: L2-normalised features, no PCA
+        f = F.normalize(torch.randn(rows, dim), dim=1)
+        return lambda: ssl.kmeans_pseudo_labels(f, guard_k, iters=s["dc_kmeans_iters"],
+                                                generator=torch.Generator().manual_seed(0))
+
     def predictions(b):
         model, x = ssl.to_channels_last(ssl.Classifier(trunk(), k), "cpu").eval(), torch.rand(b, 3, 32, 32)
 
@@ -639,6 +644,7 @@ def self_supervised(s: dict) -> list[Phase]:
 
     simclr_steps = min(s["simclr_steps"] or math.inf, s["simclr_epochs"] * (n // B))
     rounds = 2 * s["dc_rounds"]                  # with and without the fixes
+    guard_k, guard_rounds = s["guard_k"], 2 * s["guard_rounds"]   # the guards-down pair, with and without
     classifier = lambda c: lambda: ssl.Classifier(trunk(), c)      # noqa: E731
     return [
         Phase("RotNet", s["steps"], B // 4, train(classifier(4), rotation), mixed=True),
@@ -658,10 +664,15 @@ def self_supervised(s: dict) -> list[Phase]:
         Phase("the trap: two samplings", 2 * s["trap_steps"], B, train(classifier(k), classes(k, ssl.random_crop_flip)),
               mixed=True),
         _batched("the trap: predictions", 2, n, predictions, 1024),
+        _batched("DeepCluster, guards down: features", guard_rounds, n, features(classifier(guard_k)), 1024,
+                 mixed=True),
+        Phase("DeepCluster, guards down: K-means", guard_rounds, n, unwhitened_clustering, small=(1_000, 2_000)),
+        Phase("DeepCluster, guards down: steps", guard_rounds * s["guard_steps"], B,
+              train(classifier(guard_k), classes(guard_k, ssl.simclr_augment)), mixed=True),
         Phase("supervised", s["steps"], B, train(classifier(10), classes(10, ssl.random_crop_flip)), mixed=True),
-        _batched("frozen features of 9 networks", 9, n + n_test, features(classifier(10)), 1024, mixed=True),
+        _batched("frozen features of 11 networks", 11, n + n_test, features(classifier(10)), 1024, mixed=True),
         *evaluation("raw pixels", n, n_test, 3 * 32 * 32, probe_iters=s["probe_iters"], k=s["knn_k"]),
-        *evaluation("9 networks", n, n_test, dim, repeats=9, probe_iters=s["probe_iters"], k=s["knn_k"]),
+        *evaluation("11 networks", n, n_test, dim, repeats=11, probe_iters=s["probe_iters"], k=s["knn_k"]),
     ]
 
 
