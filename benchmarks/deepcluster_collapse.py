@@ -35,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import unsuplab as ul  # noqa: E402
-from ssl_ablations import Experiment, deepcluster, experiment_parser, load_if_idle, timed, write_summary  # noqa: E402
+from ssl_ablations import deepcluster, experiment_parser, start, timed, write_summary  # noqa: E402
 from unsuplab.models import ssl  # noqa: E402
 
 
@@ -81,11 +80,10 @@ def main(argv=None) -> int:
     parser.add_argument("--guard-steps", type=int, default=150, help="steps per round with the other guards down")
     args = parser.parse_args(argv)
 
-    load_at_start = load_if_idle(args)
-    if load_at_start is None:
+    started = start(args)
+    if started is None:
         return 1
-    ul.setup("cpu", seed=args.seed)
-    e = Experiment(args)
+    e, load_at_start = started
     results = {"random weights": timed(lambda: e.evaluate(ssl.to_channels_last(e.trunk(), "cpu")))}
     runs, guarded = settings(args), guards_down(args)
     rows = {f"{name}, " + ("both fixes" if fixes else "no fixes"): {**kwargs, "fixes": fixes}

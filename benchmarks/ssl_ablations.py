@@ -186,6 +186,16 @@ def load_if_idle(args) -> list[float] | None:
     return load_at_start
 
 
+def start(args) -> tuple[Experiment, list[float]] | None:
+    """The experiment in lab 7's cpu setting and the load average at its start; ``None`` when the
+    machine is busy and results are to be written (:func:`load_if_idle`)."""
+    load_at_start = load_if_idle(args)
+    if load_at_start is None:
+        return None
+    ul.setup("cpu", seed=args.seed)
+    return Experiment(args), load_at_start
+
+
 def write_summary(benchmark: str, e: Experiment, args, load_at_start: list[float], results: dict, **extra) -> None:
     """Print and, with ``--out``, write the results with the settings, the machine, the commit and the load."""
     commit, dirty = ul.bench.git_state(ROOT)
@@ -213,11 +223,10 @@ def main(argv=None) -> int:
     parser.add_argument("--relpos-steps", type=int, nargs="+", default=[500, 1_000, 2_000])
     args = parser.parse_args(argv)
 
-    load_at_start = load_if_idle(args)
-    if load_at_start is None:
+    started = start(args)
+    if started is None:
         return 1
-    ul.setup("cpu", seed=args.seed)
-    e = Experiment(args)
+    e, load_at_start = started
     results = {}
 
     def run(name, fn):

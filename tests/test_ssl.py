@@ -291,8 +291,9 @@ def test_deepcluster_carries_centroids_only_without_whitening():
     real = ssl.kmeans_pseudo_labels
 
     def spy(features, k, **kwargs):
-        calls.append((features, kwargs["init"]))
-        return real(features, k, **kwargs)
+        labels, centroids = real(features, k, **kwargs)
+        calls.append((features, kwargs["init"], centroids))
+        return labels, centroids
 
     import unittest.mock
 
@@ -300,10 +301,10 @@ def test_deepcluster_carries_centroids_only_without_whitening():
         history = ssl.train_deepcluster(model, x, rounds=3, steps_per_round=1, batch_size=8, lr=1e-3, whiten=False,
                                         carry_centroids=True, progress_bar=False)
     assert len(history.epochs["empty"]) == 3 and calls[0][1] is None
-    for features, init in calls:
+    for features, _, _ in calls:
         assert torch.allclose(features.norm(dim=1), torch.ones(len(x)), atol=1e-5)  # L2-normalised, not whitened
-    for (features, _), (_, init) in zip(calls, calls[1:]):  # each round starts where the last one's K-means ended
-        assert init.shape == (4, features.shape[1])
+    for (_, _, ended), (_, init, _) in zip(calls, calls[1:]):  # each round starts where the last one's K-means ended
+        assert torch.equal(init, ended)
     assert not torch.equal(calls[1][1], calls[2][1])
 
 
@@ -692,18 +693,23 @@ def test_cifar10_errors_say_what_to_do(tmp_path, monkeypatch):
             data.cifar10("test", n=20_000, source="jpeg")
 
 
-@needs_mirror
-def test_the_ablation_benchmark_runs_every_comparison_and_measures_each_against_random_weights(tmp_path):
-    # a tiny run of benchmarks/ssl_ablations.py: the measured numbers come from the cpu-sized run
+def run_benchmark(script: str, argv: list[str], tmp_path) -> dict:
+    """A tiny run of ``benchmarks/<script>`` (the measured numbers come from the cpu-sized run): its
+    ``main`` must succeed and write its results file, returned parsed."""
     import runpy
 
-    bench = runpy.run_path(str(ROOT / "benchmarks" / "ssl_ablations.py"))
-    out = tmp_path / "ablations.json"
-    assert bench["main"](["--n-train", "256", "--n-test", "128", "--width", "4", "--batch-size", "32", "--steps", "2",
-                          "--npid-steps", "2", "--dc-k", "8", "--dc-rounds", "2", "--dc-steps", "2",
-                          "--dc-long-rounds", "3", "--dc-long-steps", "1",
-                          "--relpos-steps", "2", "3", "--out", str(out), "--allow-busy"]) == 0
-    result = json.loads(out.read_text())
+    bench = runpy.run_path(str(ROOT / "benchmarks" / script))
+    out = tmp_path / "result.json"
+    assert bench["main"]([*argv, "--out", str(out), "--allow-busy"]) == 0
+    return json.loads(out.read_text())
+
+
+@needs_mirror
+def test_the_ablation_benchmark_runs_every_comparison_and_measures_each_against_random_weights(tmp_path):
+    result = run_benchmark("ssl_ablations.py", [
+        "--n-train", "256", "--n-test", "128", "--width", "4", "--batch-size", "32", "--steps", "2",
+        "--npid-steps", "2", "--dc-k", "8", "--dc-rounds", "2", "--dc-steps", "2", "--dc-long-rounds", "3",
+        "--dc-long-steps", "1", "--relpos-steps", "2", "3"], tmp_path)
     runs = result["results"]
     assert len(runs) == 1 + 2 + 2 + 2 + 2 + 2 + 3 + 1
     assert len(runs["DeepCluster, 3 rounds of 1 steps, no fixes"]["largest"]) == 3
@@ -719,16 +725,10 @@ def test_the_ablation_benchmark_runs_every_comparison_and_measures_each_against_
 
 @needs_mirror
 def test_the_collapse_benchmark_runs_each_setting_with_and_without_the_fixes(tmp_path):
-    # a tiny run of benchmarks/deepcluster_collapse.py: the measured numbers come from the cpu-sized run
-    import runpy
-
-    bench = runpy.run_path(str(ROOT / "benchmarks" / "deepcluster_collapse.py"))
-    out = tmp_path / "collapse.json"
-    assert bench["main"](["--n-train", "256", "--n-test", "128", "--width", "4", "--batch-size", "32", "--dc-k", "8",
-                          "--rounds", "2", "--steps", "1", "--long-steps", "2", "--many-k", "16",
-                          "--guard-k", "20", "--guard-rounds", "2", "--guard-steps", "1",
-                          "--out", str(out), "--allow-busy"]) == 0
-    result = json.loads(out.read_text())
+    result = run_benchmark("deepcluster_collapse.py", [
+        "--n-train", "256", "--n-test", "128", "--width", "4", "--batch-size", "32", "--dc-k", "8", "--rounds", "2",
+        "--steps", "1", "--long-steps", "2", "--many-k", "16", "--guard-k", "20", "--guard-rounds", "2",
+        "--guard-steps", "1"], tmp_path)
     runs = result["results"]
     assert len(runs) == 1 + 3 * 2 + 5 and len(result["runs"]) == 3 and len(result["guards_down"]) == 5
     guarded = {name.rsplit(", ", 2)[-2] + ", " + name.rsplit(", ", 1)[-1]: kw for name, kw in result["guards_down"].items()}

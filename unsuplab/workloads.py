@@ -624,15 +624,12 @@ def self_supervised(s: dict) -> list[Phase]:
                 return model(x)                # MemoryBank.start_from: training mode, float32
         return step
 
-    def clustering(rows):
-        f = torch.randn(rows, dim)
-        return lambda: ssl.kmeans_pseudo_labels(ssl.pca_whiten(f, 64), k, iters=s["dc_kmeans_iters"],
-                                                generator=torch.Generator().manual_seed(0))
-
-    def unwhitened_clustering(rows):                 # the guards-down pair: L2-normalised features, no PCA
-        f = F.normalize(torch.randn(rows, dim), dim=1)
-        return lambda: ssl.kmeans_pseudo_labels(f, guard_k, iters=s["dc_kmeans_iters"],
-                                                generator=torch.Generator().manual_seed(0))
+    def clustering(n_clusters, whiten=True):       # whiten=False: the guards-down pair
+        def make(rows):
+            f = torch.randn(rows, dim)
+            return lambda: ssl.kmeans_pseudo_labels(ssl.deepcluster_codes(f, whiten), n_clusters,
+                                                    iters=s["dc_kmeans_iters"], generator=torch.Generator().manual_seed(0))
+        return make
 
     def predictions(b):
         model, x = ssl.to_channels_last(ssl.Classifier(trunk(), k), "cpu").eval(), torch.rand(b, 3, 32, 32)
@@ -658,7 +655,7 @@ def self_supervised(s: dict) -> list[Phase]:
         Phase("SimCLR", simclr_steps, B, train(lambda: ssl.SimCLR(trunk(), hidden=hidden), simclr, sgd=True),
               mixed=True, budget=s["simclr_budget"]),
         _batched("DeepCluster rounds and the trap: features", rounds + 1, n, features(classifier(k)), 1024, mixed=True),
-        Phase("DeepCluster rounds and the trap: PCA + K-means", rounds + 1, n, clustering, small=(1_000, 2_000)),
+        Phase("DeepCluster rounds and the trap: PCA + K-means", rounds + 1, n, clustering(k), small=(1_000, 2_000)),
         Phase("DeepCluster steps", rounds * s["dc_steps"], B, train(classifier(k), classes(k, ssl.simclr_augment)),
               mixed=True),
         Phase("the trap: two samplings", 2 * s["trap_steps"], B, train(classifier(k), classes(k, ssl.random_crop_flip)),
@@ -666,7 +663,8 @@ def self_supervised(s: dict) -> list[Phase]:
         _batched("the trap: predictions", 2, n, predictions, 1024),
         _batched("DeepCluster, guards down: features", guard_rounds, n, features(classifier(guard_k)), 1024,
                  mixed=True),
-        Phase("DeepCluster, guards down: K-means", guard_rounds, n, unwhitened_clustering, small=(1_000, 2_000)),
+        Phase("DeepCluster, guards down: K-means", guard_rounds, n, clustering(guard_k, whiten=False),
+              small=(1_000, 2_000)),
         Phase("DeepCluster, guards down: steps", guard_rounds * s["guard_steps"], B,
               train(classifier(guard_k), classes(guard_k, ssl.simclr_augment)), mixed=True),
         Phase("supervised", s["steps"], B, train(classifier(10), classes(10, ssl.random_crop_flip)), mixed=True),

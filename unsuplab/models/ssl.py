@@ -129,8 +129,8 @@ __all__ = ["CIFAR_MEAN", "CIFAR_STD", "Backbone", "convnet", "resnet18_cifar", "
            "patch_pairs", "recolour_patches", "RelativePositionNet", "SIDE_NEIGHBOURS", "boundary_guess", "rgb_to_lab", "lab_to_rgb",
            "AB_RANGE", "ab_bin_centres", "quantize_ab", "rebalancing_weights", "Colorizer", "colorization_loss",
            "InstanceNet", "MemoryBank", "npid_loss", "ProjectionHead", "SimCLR", "gather_with_grad", "nt_xent",
-           "train_simclr", "pca_whiten", "reassign_empty_clusters", "reassignment_problem", "check_reassignment",
-           "kmeans_pseudo_labels", "balanced_weights", "train_deepcluster", "all_permutations", "choose_far_apart",
+           "train_simclr", "pca_whiten", "deepcluster_codes", "reassign_empty_clusters", "reassignment_problem",
+           "check_reassignment", "kmeans_pseudo_labels", "balanced_weights", "train_deepcluster", "all_permutations", "choose_far_apart",
            "hamming_permutations", "mean_hamming_distance", "jigsaw_tiles", "shuffle_tiles", "jigsaw_batch", "JigsawNet",
            "mask_centre", "ChannelwiseLinear", "ContextEncoder", "CentreDiscriminator", "reconstruction_loss",
            "dis_step", "context_encoder_loss", "train_context_encoder", "ExemplarCNN", "exemplar_loss", "unit_sphere_targets", "NoiseAsTargets",
@@ -894,6 +894,12 @@ def pca_whiten(features: torch.Tensor, dim: int) -> torch.Tensor:
     return F.normalize(u[:, :k], dim=1)  # the sqrt(N-1) scale disappears in the normalisation
 
 
+def deepcluster_codes(features: torch.Tensor, whiten: bool = True, pca_dim: int = 64) -> torch.Tensor:
+    """What K-means clusters in a DeepCluster round: :func:`pca_whiten` (the paper's), or with
+    ``whiten=False`` the features L2-normalised as they are. (N, D) -> (N, D')."""
+    return pca_whiten(features, pca_dim) if whiten else F.normalize(features.float(), dim=1)
+
+
 def reassign_empty_clusters(features: torch.Tensor, assignments: torch.Tensor, k: int) -> torch.Tensor:
     """Give every empty cluster half of the currently largest cluster (the split of Caron et al. 2018,
     made deterministic): for each empty cluster j in increasing order, take the largest cluster c
@@ -1094,7 +1100,7 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
                       relabel: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> History:
     """DeepCluster's alternation (eqs. 7.7, 7.8) for ``rounds`` rounds on images ``x`` on the device.
 
-    Each round: frozen features of all images -> :func:`pca_whiten` -> K-means with k = the head's
+    Each round: frozen features of all images -> :func:`deepcluster_codes` -> K-means with k = the head's
     size (:func:`kmeans_pseudo_labels`, calling ``reassign`` after every assignment step; ``None``
     leaves empty clusters empty) -> a fresh classifier head -> ``steps_per_round`` steps of
     cross-entropy on the pseudo-labels, sampling images in proportion to :func:`balanced_weights`
@@ -1131,8 +1137,7 @@ def train_deepcluster(model: Classifier, x: torch.Tensor, *, rounds: int, steps_
     history = History(info={"sizes": []})
     started = time.perf_counter()
     for round_ in range(rounds):
-        features = extract_features(model, x)
-        codes = pca_whiten(features, pca_dim) if whiten else F.normalize(features.float(), dim=1)  # (N, D')
+        codes = deepcluster_codes(extract_features(model, x), whiten, pca_dim)  # (N, D')
         pseudo, centroids = kmeans_pseudo_labels(codes, k, iters=kmeans_iters, reassign=reassign, generator=generator,
                                                  init=centroids if carry_centroids else None)
         if relabel is not None:
